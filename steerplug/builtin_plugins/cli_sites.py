@@ -1,0 +1,81 @@
+"""Built-in CLI command ``steerplug sites MODEL [--json]``: the site -> module table of a model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from steerplug.cli.command import Command
+from steerplug.errors import SteerplugError
+from steerplug.hookspecs import hookimpl
+from steerplug.sites.base import SiteBinding
+
+COLUMNS = ("site", "layer", "module", "point", "width")
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="local model directory, or a model_type name for a tiny random model")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _row(binding: SiteBinding) -> dict[str, object]:
+    row: dict[str, object] = {
+        "site": binding.site,
+        "layer": binding.layer,
+        "module": binding.module_name,
+        "point": binding.point,
+        "width": binding.width,
+    }
+    if binding.heads is not None:
+        row["heads"] = binding.heads
+    return row
+
+
+def format_table(rows: list[dict[str, object]]) -> str:
+    """Aligned plain-text table of site rows (``-`` for an unlayered site's layer)."""
+    cells = [[("-" if r[c] is None else str(r[c])) for c in COLUMNS] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COLUMNS)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from steerplug.sites.adapter import resolve_adapter
+    from steerplug.sites.tiny import load_model_for_sites
+
+    try:
+        model = load_model_for_sites(args.model)
+        adapter = resolve_adapter(model)
+        rows = [_row(b) for b in adapter.available()]
+    except (SteerplugError, OSError, ValueError, KeyError) as error:
+        print(f"steerplug sites: error: {error}", file=sys.stderr)
+        return 2
+    info = adapter.info
+    if args.json:
+        document = {"model": {**info.__dict__, "architectures": list(info.architectures)}, "sites": rows}
+        print(json.dumps(document, indent=2))
+    else:
+        print(
+            f"{info.model_type} ({', '.join(info.architectures)}): hidden {info.hidden_size}, "
+            f"{info.num_layers} layers"
+        )
+        print(format_table(rows))
+    return 0
+
+
+SITES_COMMAND = Command(
+    name="sites",
+    help="list the canonical sites of a model and the modules they resolve to",
+    configure=_configure,
+    run=_run,
+)
+"""The ``sites`` sub-command."""
+
+
+@hookimpl(trylast=True)
+def steerplug_register_commands(register: Callable[[Command], None]) -> None:
+    """Register the ``sites`` command."""
+    register(SITES_COMMAND)

@@ -1,0 +1,136 @@
+"""Built-in operations: add, ablate, clamp and scale.
+
+Every edit has the form ``y = x + alpha * delta(x)`` where ``alpha`` is the intervention's strength
+(times its schedule), so ``strength: 1`` applies the edit exactly as specified and 0 leaves ``x`` as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from steerplug.hookspecs import hookimpl
+from steerplug.ops.base import Edit, Operation, OpTarget
+from steerplug.ops.linear import orthonormal_basis, unit
+from steerplug.recipe.spec import DirectionsSpec, InterventionBase, VectorSpec
+
+
+class AddSpec(InterventionBase):
+    """Add ``strength * vector`` to the activation (contrastive activation addition, ActAdd)."""
+
+    op: Literal["add"]
+    vector: VectorSpec
+    normalize: bool = False
+    """Rescale the vector to unit norm before applying strength."""
+
+
+class AblateSpec(InterventionBase):
+    """Project out one direction or the span of several (directional ablation): ``x - P x``."""
+
+    op: Literal["ablate"]
+    vector: DirectionsSpec
+    """One direction ``[width]`` or several ``[k, width]``; they are orthonormalised at attach time."""
+
+
+class ClampSpec(InterventionBase):
+    """Set the component of the activation along a direction to ``value``."""
+
+    op: Literal["clamp"]
+    vector: VectorSpec
+    """The direction (normalised at attach time)."""
+    value: float
+    """Target coordinate along the unit direction."""
+
+
+class ScaleSpec(InterventionBase):
+    """Multiply the component along a direction (or, without ``vector``, the whole activation) by
+    ``factor``."""
+
+    op: Literal["scale"]
+    vector: VectorSpec | None = None
+    """Direction whose component is scaled; omit to scale the whole activation."""
+    factor: float = Field(allow_inf_nan=False)
+
+
+class AddOperation:
+    """``delta = v`` (unit-normalised if ``normalize``)."""
+
+    name = "add"
+    spec_model = AddSpec
+
+    def compile(self, spec: AddSpec, target: OpTarget) -> Edit:
+        v = target.resolve_vector(spec.vector, "vector")
+        if spec.normalize:
+            v = unit(v, *target.where("vector")).to(target.dtype)
+
+        def edit(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+            return x + alpha * v
+
+        return edit
+
+
+class AblateOperation:
+    """``delta = -Q Qᵀ x`` with Q an orthonormal basis of the directions."""
+
+    name = "ablate"
+    spec_model = AblateSpec
+
+    def compile(self, spec: AblateSpec, target: OpTarget) -> Edit:
+        directions = target.resolve_vector(spec.vector, "vector")
+        q = orthonormal_basis(directions, *target.where("vector")).to(device=target.device, dtype=target.dtype)
+
+        def edit(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+            return x - alpha * ((x @ q) @ q.T)
+
+        return edit
+
+
+class ClampOperation:
+    """``delta = (value - x·d) d`` with d the unit direction."""
+
+    name = "clamp"
+    spec_model = ClampSpec
+
+    def compile(self, spec: ClampSpec, target: OpTarget) -> Edit:
+        d = unit(target.resolve_vector(spec.vector, "vector"), *target.where("vector")).to(target.device, target.dtype)
+        value = torch.tensor(spec.value, device=target.device, dtype=target.dtype)
+
+        def edit(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+            coordinate = (x * d).sum(dim=-1, keepdim=True)
+            return x + alpha * ((value - coordinate) * d)
+
+        return edit
+
+
+class ScaleOperation:
+    """``delta = (factor - 1)(x·d) d``, or ``(factor - 1) x`` without a direction."""
+
+    name = "scale"
+    spec_model = ScaleSpec
+
+    def compile(self, spec: ScaleSpec, target: OpTarget) -> Edit:
+        gain = torch.tensor(spec.factor - 1.0, device=target.device, dtype=target.dtype)
+        if spec.vector is None:
+            return lambda x, alpha: x + alpha * (gain * x)
+        d = unit(target.resolve_vector(spec.vector, "vector"), *target.where("vector")).to(target.device, target.dtype)
+
+        def edit(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+            coordinate = (x * d).sum(dim=-1, keepdim=True)
+            return x + alpha * (gain * coordinate * d)
+
+        return edit
+
+
+BUILTIN_OPERATIONS: tuple[Operation, ...] = (
+    AddOperation(), AblateOperation(), ClampOperation(), ScaleOperation()
+)
+
+
+@hookimpl(trylast=True)
+def steerplug_register_operations(register: Callable[[Operation], None]) -> None:
+    """Register add, ablate, clamp and scale."""
+    for operation in BUILTIN_OPERATIONS:
+        register(operation)

@@ -1,0 +1,1 @@
+"""The ``steerplug`` command line; every sub-command is a plugin."""

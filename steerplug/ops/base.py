@@ -1,0 +1,71 @@
+"""The operation contract: a pydantic spec model plus a compiler into a tensor edit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import torch
+
+if TYPE_CHECKING:
+    from steerplug.recipe.spec import InterventionBase
+    from steerplug.sites.base import ModelInfo, SiteBinding
+
+Edit = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""A compiled operation: ``edit(x, alpha) -> y``.
+
+``x`` is the activation (``[..., width]``); ``alpha`` is a tensor broadcastable to ``x`` holding
+strength x schedule per position (shape ``[..., 1]``). The runner keeps ``x`` where the intervention is
+inactive, so an edit only has to be right where it applies. Edits must not modify ``x`` in place, call
+``.to()``, loop over tokens in Python or synchronise with the host.
+"""
+
+
+@dataclass(frozen=True)
+class OpTarget:
+    """Everything an operation needs to compile one intervention at one site binding."""
+
+    binding: SiteBinding
+    model: torch.nn.Module
+    info: ModelInfo
+    device: torch.device
+    dtype: torch.dtype
+    resolve_vector: Callable[[Any, str], torch.Tensor]
+    """``resolve_vector(spec, field_name)`` returns a float tensor for a vector field, already on
+    ``device``/``dtype`` and chosen for ``binding.layer`` when the artifact is per layer. Raises
+    :class:`steerplug.errors.RecipeError` with the field's pointer on failure."""
+    source: str = "<recipe>"
+    """Name of the recipe document, for error messages."""
+    pointer: str = ""
+    """JSON pointer of the intervention being compiled, e.g. ``/interventions/2``."""
+
+    def where(self, field: str) -> tuple[str, str]:
+        """``(source, pointer)`` locating ``field`` of this intervention, for :class:`RecipeError`."""
+        return self.source, f"{self.pointer}/{field}"
+
+
+@runtime_checkable
+class Operation(Protocol):
+    """An intervention operation plugin.
+
+    ``spec_model`` is a subclass of :class:`steerplug.recipe.spec.InterventionBase` whose ``op`` field
+    is ``Literal[name]``; the recipe schema is the union of every registered operation's spec model.
+    """
+
+    @property
+    def name(self) -> str:
+        """The name recipes use (``op:`` or ``source:``)."""
+        ...
+
+    @property
+    def spec_model(self) -> type[InterventionBase]:
+        """The pydantic model that validates this plugin's recipe fields."""
+        ...
+
+    def compile(self, spec: Any, target: OpTarget) -> Edit:
+        """Prepare buffers for ``spec`` at ``target`` (attach time) and return the edit to run in hooks.
+
+        Raise :class:`steerplug.errors.RecipeError` for problems that depend on the model (e.g. a vector
+        whose length is not the site width)."""
+        ...

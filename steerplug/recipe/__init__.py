@@ -1,0 +1,1 @@
+"""The recipe document: parsing, migration, validation, schema and artifacts."""

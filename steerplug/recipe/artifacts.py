@@ -1,0 +1,124 @@
+"""Artifacts: safetensors files confined to the bundle, sha256-verified, finite; never pickle."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from safetensors.torch import load_file
+
+from steerplug.errors import Problem, RecipeError
+
+if TYPE_CHECKING:
+    from steerplug.recipe.document import Artifact, RecipeBase
+
+MAX_ARTIFACT_BYTES = 4 << 30
+"""Default cap on one artifact file (4 GiB)."""
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".npy", ".npz", ".joblib"})
+_CHUNK = 1 << 20
+
+TensorTable = dict[str, dict[str, torch.Tensor]]
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def confined_path(root: Path, relative: str) -> Path:
+    """``root/relative`` if it stays inside ``root`` and passes through no symlink; else ValueError."""
+    if Path(relative).is_absolute() or "\\" in relative:
+        raise ValueError("artifact paths must be relative to the recipe folder")
+    root = root.resolve()
+    current = root
+    for part in Path(relative).parts:
+        if part in ("..", ""):
+            raise ValueError("artifact paths may not contain '..'")
+        current = current / part
+        if current.is_symlink():
+            raise ValueError(f"artifact path goes through a symlink ({current.name})")
+    if not current.resolve().is_relative_to(root):
+        raise ValueError("artifact path escapes the recipe folder")
+    return current
+
+
+def load_artifacts(spec: RecipeBase, root: Path | None, source: str,
+                   max_bytes: int = MAX_ARTIFACT_BYTES) -> TensorTable:
+    """Load every artifact of ``spec`` from the bundle folder ``root``; all problems are reported at once."""
+    tables: TensorTable = {}
+    problems: list[Problem] = []
+    for name, artifact in spec.artifacts.items():
+        try:
+            tables[name] = _load_one(artifact, root, max_bytes)
+        except ValueError as exc:
+            hint = exc.args[1] if len(exc.args) > 1 else None
+            problems.append(Problem(source, f"/artifacts/{name}/{_field_of(exc)}", str(exc.args[0]), hint))
+    if problems:
+        raise RecipeError(problems)
+    return tables
+
+
+class _ShaError(ValueError):
+    pass
+
+
+def _field_of(exc: ValueError) -> str:
+    return "sha256" if isinstance(exc, _ShaError) else "path"
+
+
+def _load_one(artifact: Artifact, root: Path | None, max_bytes: int) -> dict[str, torch.Tensor]:
+    if root is None:
+        raise ValueError("this recipe has no folder, so it cannot reference files",
+                         "load it from a file or pass base_dir=")
+    suffix = Path(artifact.path).suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        raise ValueError(f"'{artifact.path}' is a pickle-based format; steerplug never loads pickle",
+                         "convert it to .safetensors")
+    if suffix != ".safetensors":
+        raise ValueError(f"'{artifact.path}' is not a .safetensors file")
+    path = confined_path(root, artifact.path)
+    if not path.is_file():
+        raise ValueError(f"artifact file '{artifact.path}' not found in {root}")
+    if path.stat().st_size > max_bytes:
+        raise ValueError(f"artifact '{artifact.path}' is larger than the {max_bytes}-byte cap")
+    actual = sha256_file(path)
+    if actual != artifact.sha256:
+        raise _ShaError(f"sha256 mismatch for '{artifact.path}': file has {actual}",
+                        "the file changed since the recipe was written; re-extract or fix the checksum")
+    _check_header(path, artifact.path)
+    return _checked_tensors(path, artifact.path)
+
+
+def _check_header(path: Path, label: str) -> None:
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            raise ValueError(f"'{label}' is not a safetensors file (too short)")
+        (length,) = struct.unpack("<Q", head)
+        if length > min(path.stat().st_size, 100 << 20):
+            raise ValueError(f"'{label}' is not a safetensors file (bad header)")
+        try:
+            json.loads(handle.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError(f"'{label}' is not a safetensors file (bad header)") from None
+
+
+def _checked_tensors(path: Path, label: str) -> dict[str, torch.Tensor]:
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types
+        raise ValueError(f"cannot read '{label}': {exc}") from None
+    for key, tensor in tensors.items():
+        if not tensor.is_floating_point():
+            raise ValueError(f"tensor '{key}' in '{label}' is {tensor.dtype}, expected floating point")
+        if not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"tensor '{key}' in '{label}' contains NaN or infinite values")
+    return tensors

@@ -1,0 +1,96 @@
+"""``load_recipe``: any reference (path, dict, plugin source) → a validated :class:`Recipe`."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from steerplug.errors import RecipeError
+from steerplug.plugins import Plugins, get_plugins
+from steerplug.recipe.artifacts import MAX_ARTIFACT_BYTES, TensorTable, load_artifacts
+from steerplug.recipe.document import RecipeBase
+from steerplug.recipe.parse import MAX_RECIPE_BYTES, parse_document
+from steerplug.recipe.sources import OpenedRecipe
+from steerplug.recipe.validate import validate_document
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated recipe with its tensors loaded (on CPU) and where it came from."""
+
+    spec: RecipeBase
+    """The typed, frozen document (``spec.interventions``, ``spec.metadata``...)."""
+    tensors: TensorTable = field(default_factory=dict, repr=False)
+    """``artifact name → tensor name → tensor``, verified against the recipe's sha256."""
+    source: str = "<recipe>"
+    """How error messages name this recipe (a path or URL)."""
+    root: Path | None = None
+    """The bundle folder artifacts were read from."""
+    origin: Mapping[str, str] = field(default_factory=dict)
+    """Provenance recorded by the source plugin (e.g. a resolved hub commit)."""
+
+    @property
+    def name(self) -> str:
+        """``metadata.name``."""
+        return self.spec.metadata.name
+
+    def tensor(self, reference: str) -> torch.Tensor | None:
+        """The tensor named by ``'artifact:tensor'``, or None."""
+        artifact, _, key = reference.partition(":")
+        return self.tensors.get(artifact, {}).get(key)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The document as a plain dict (aliases such as ``from`` restored, defaults omitted)."""
+        return self.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+
+
+
+
+def load_recipe(
+    ref: Recipe | str | Path | Mapping[str, Any],
+    *,
+    base_dir: str | Path | None = None,
+    name: str | None = None,
+    max_bytes: int = MAX_RECIPE_BYTES,
+    max_artifact_bytes: int = MAX_ARTIFACT_BYTES,
+    plugins: Plugins | None = None,
+) -> Recipe:
+    """Load, migrate, validate and verify a recipe.
+
+    ``ref`` is a path to a ``.yaml``/``.json`` file (or a bundle folder holding ``recipe.yaml``), any
+    reference a recipe-source plugin understands, a dict, or an already loaded :class:`Recipe`. A dict's
+    artifacts are read relative to ``base_dir``. Raises :class:`RecipeError` listing every problem.
+    """
+    if isinstance(ref, Recipe):
+        return ref
+    plugins = plugins or get_plugins()
+    if isinstance(ref, Mapping):
+        root = Path(base_dir) if base_dir is not None else None
+        return _finish(copy.deepcopy(dict(ref)), name or "<dict>", root, {}, plugins, max_artifact_bytes)
+    opened = open_recipe(str(ref), max_bytes, plugins)
+    doc = parse_document(opened.data, opened.name, opened.suffix)
+    root = Path(base_dir) if base_dir is not None else opened.root
+    return _finish(doc, name or opened.name, root, dict(opened.origin), plugins, max_artifact_bytes)
+
+
+def open_recipe(ref: str, max_bytes: int, plugins: Plugins) -> OpenedRecipe:
+    """Ask the recipe-source plugins for ``ref``'s bytes."""
+    opened = plugins.hook.steerplug_open_recipe(ref=ref, max_bytes=max_bytes)
+    if opened is None:
+        raise RecipeError.single(ref, "", "no such recipe file, and no recipe source recognises this name",
+                                 "give a path to a .yaml/.json recipe or a bundle folder")
+    if len(opened.data) > max_bytes:
+        raise RecipeError.single(opened.name, "", f"document is larger than the {max_bytes}-byte cap")
+    return opened
+
+
+def _finish(doc: dict[str, Any], source: str, root: Path | None, origin: dict[str, str],
+            plugins: Plugins, max_artifact_bytes: int) -> Recipe:
+    spec = validate_document(doc, source, plugins)
+    tensors = load_artifacts(spec, root, source, max_artifact_bytes)
+    return Recipe(spec=spec, tensors=tensors, source=source, root=root, origin=origin)

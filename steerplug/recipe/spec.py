@@ -1,0 +1,142 @@
+"""Shared pydantic building blocks of recipe documents (the fields every operation understands)."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+SITE_NAME_PATTERN = r"^[a-z_]+$"
+LAYER_RANGE_PATTERN = r"^(all|-?[0-9]*:-?[0-9]*)$"
+ARTIFACT_REF_PATTERN = r"^[A-Za-z0-9_.-]+:[A-Za-z0-9_.@/-]+$"
+
+
+class StrictModel(BaseModel):
+    """Base of every recipe model: frozen, unknown fields are errors, field docstrings become descriptions."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+LayerSpec = Annotated[
+    int | list[int] | Annotated[str, Field(pattern=LAYER_RANGE_PATTERN)],
+    Field(description="Decoder layer(s): an index, a list, a range 'a:b' (end exclusive) or 'all'; "
+          "negative indices count from the last layer."),
+]
+
+NamedPosition = Literal["all", "prompt", "generated", "last_prompt"]
+
+
+class PositionRange(StrictModel):
+    """Absolute token positions ``from <= p < to`` of each row; negative values count from the prompt end."""
+
+    from_: int | None = Field(default=None, alias="from")
+    """First position (inclusive). Non-negative: from the row's first real token; negative: -1 is the last
+    prompt token."""
+    to: int | None = None
+    """End position (exclusive), same convention as ``from``; omitted means no end (generation included)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+PositionSpec = Annotated[
+    NamedPosition | PositionRange | list[NamedPosition | PositionRange],
+    Field(description="Which token positions of each row the intervention edits; a list means their union."),
+]
+
+
+class Schedule(StrictModel):
+    """When, over generated steps, the intervention is active (step 0 = the first generated token)."""
+
+    start: int = Field(default=0, ge=0)
+    """First generated step (inclusive)."""
+    stop: int | None = Field(default=None, ge=1)
+    """Last generated step (exclusive); omitted means until the end of generation."""
+    decay: Literal["none", "linear", "exponential"] = "none"
+    """How strength fades over [start, stop): 'linear' reaches 0 at stop, 'exponential' multiplies by rate."""
+    rate: float = Field(default=0.9, gt=0.0, le=1.0)
+    """Per-step factor of exponential decay."""
+
+    @model_validator(mode="after")
+    def _stop_after_start(self) -> Schedule:
+        if self.stop is not None and self.stop <= self.start:
+            raise ValueError(f"stop ({self.stop}) must be greater than start ({self.start})")
+        if self.decay == "linear" and self.stop is None:
+            raise ValueError("linear decay needs a stop")
+        return self
+
+
+class SourceSpec(BaseModel):
+    """A vector computed by a vector-source plugin, e.g. ``{source: unembedding, token: ' yes'}``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    source: str
+    """Name of a registered vector source."""
+
+
+def _finite(value: Any) -> Any:
+    flat = value if not (isinstance(value, list) and value and isinstance(value[0], list)) else [
+        x for row in value for x in row
+    ]
+    if isinstance(flat, list) and any(isinstance(x, float) and not math.isfinite(x) for x in flat):
+        raise ValueError("vector contains NaN or infinite values")
+    return value
+
+
+VectorSpec = Annotated[
+    list[float] | Annotated[str, Field(pattern=ARTIFACT_REF_PATTERN)] | SourceSpec,
+    AfterValidator(_finite),
+    Field(description="Inline numbers, an artifact reference 'artifact:tensor', or a vector source."),
+]
+DirectionsSpec = Annotated[
+    list[float] | list[list[float]] | Annotated[str, Field(pattern=ARTIFACT_REF_PATTERN)] | SourceSpec,
+    AfterValidator(_finite),
+    Field(description="One direction or several (rows), inline, as 'artifact:tensor', or a vector source."),
+]
+
+
+class InterventionBase(StrictModel):
+    """Fields every intervention has; each operation subclasses this with ``op: Literal[name]``."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    """Unique name of the intervention in the recipe (used by ``set_strength``)."""
+    op: str
+    """Operation name (a registered operation plugin)."""
+    site: str = Field(pattern=SITE_NAME_PATTERN)
+    """Canonical site, see DESIGN.md §3."""
+    layers: LayerSpec | None = None
+    """Decoder layer(s): an index, a list, a range 'a:b' (end exclusive) or 'all', negative indices counting
+    from the last layer; omitted for embed, final_norm and logits."""
+    positions: PositionSpec = "all"
+    strength: float = 1.0
+    """How much of the operation's edit is applied (1 = the edit as specified)."""
+    schedule: Schedule | None = None
+    enabled: bool = True
+    """Whether the intervention starts enabled (``handle.enable``/``disable`` toggle it later)."""
+
+    @field_validator("strength")
+    @classmethod
+    def _strength_finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite number, got {value!r}")
+        return value
+
+
+def check_finite_vector(value: Any) -> Any:
+    """Validator helper for vector fields: rejects inline NaN/inf."""
+    return _finite(value)
+
+
+def parse_layer_range(text: str, num_layers: int) -> list[int]:
+    """Expand ``'all'`` or ``'a:b'`` (Python slice semantics, negative from the end) into layer indices."""
+    if text == "all":
+        return list(range(num_layers))
+    match = re.fullmatch(r"(-?\d*):(-?\d*)", text)
+    if not match:
+        raise ValueError(f"invalid layer range '{text}'")
+    start = int(match[1]) if match[1] else None
+    stop = int(match[2]) if match[2] else None
+    return list(range(num_layers))[slice(start, stop)]

@@ -1,0 +1,105 @@
+"""dict → typed recipe: migration, JSON Schema and pydantic validation, and cross-field checks.
+
+Every problem found is collected (not just the first) and reported as ``file: /pointer: message (hint)``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import jsonschema
+from pydantic import ValidationError
+
+from steerplug.errors import Problem, RecipeError, did_you_mean, json_pointer
+from steerplug.recipe.document import RecipeBase, build_recipe_model
+from steerplug.recipe.errors_jsonschema import problems_from_schema_error
+from steerplug.recipe.migrate import migrate
+from steerplug.recipe.schema import recipe_json_schema
+from steerplug.recipe.semantics import semantic_problems
+from steerplug.sites.base import SITES
+
+if TYPE_CHECKING:
+    from steerplug.plugins import Plugins
+
+
+def validate_document(doc: dict[str, Any], source: str, plugins: Plugins) -> RecipeBase:
+    """Validate a parsed recipe document and return the typed, frozen recipe specification."""
+    doc = migrate(doc, source, plugins.migrations)
+    problems = _name_problems(doc, source, plugins)
+    if not problems:
+        problems = _schema_problems(doc, source, plugins)
+    if not problems:
+        spec, problems = _pydantic(doc, source, plugins)
+        if spec is not None:
+            problems = semantic_problems(spec, source, plugins)
+            if not problems:
+                return spec
+    raise RecipeError(problems)
+
+
+def _name_problems(doc: dict[str, Any], source: str, plugins: Plugins) -> list[Problem]:
+    """Unknown operation and site names, checked first so they get a 'did you mean' hint."""
+    problems: list[Problem] = []
+    interventions = doc.get("interventions")
+    if not isinstance(interventions, list):
+        return problems
+    for index, item in enumerate(interventions):
+        if not isinstance(item, dict):
+            continue
+        here = json_pointer(["interventions", index])
+        op = item.get("op")
+        if op is None:
+            problems.append(Problem(source, here, "missing required field 'op'",
+                                    did_you_mean("", plugins.operations)))
+        elif not isinstance(op, str) or op not in plugins.operations:
+            problems.append(Problem(source, f"{here}/op", f"unknown operation {op!r}",
+                                    did_you_mean(str(op), plugins.operations)))
+        site = item.get("site")
+        if isinstance(site, str) and site not in SITES:
+            problems.append(Problem(source, f"{here}/site", f"unknown site {site!r}",
+                                    did_you_mean(site, SITES)))
+    return problems
+
+
+def _schema_problems(doc: dict[str, Any], source: str, plugins: Plugins) -> list[Problem]:
+    validator = jsonschema.Draft202012Validator(recipe_json_schema(plugins))
+    problems: list[Problem] = []
+    for error in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
+        problems.extend(problems_from_schema_error(error, source))
+    return _dedupe(problems)
+
+
+def _pydantic(doc: dict[str, Any], source: str, plugins: Plugins) -> tuple[RecipeBase | None, list[Problem]]:
+    model = build_recipe_model(plugins.operations)
+    try:
+        return model.model_validate(doc), []
+    except ValidationError as exc:
+        problems = [
+            Problem(source, json_pointer(_strip_tags(err["loc"], plugins)), _message(err))
+            for err in exc.errors()
+        ]
+        return None, _dedupe(problems)
+
+
+def _strip_tags(loc: tuple[Any, ...], plugins: Plugins) -> list[Any]:
+    # Discriminated unions insert the tag (the op name) after the list index; it is not part of the document.
+    parts = list(loc)
+    return [p for i, p in enumerate(parts) if not (i > 0 and isinstance(parts[i - 1], int)
+                                                    and isinstance(p, str) and p in plugins.operations)]
+
+
+def _message(err: Any) -> str:
+    if err["type"] == "finite_number":
+        return f"expected a finite number, got {err['input']!r}"
+    return _clean(err["msg"])
+
+
+def _clean(message: str) -> str:
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            return message[len(prefix):]
+    return message
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    return list(dict.fromkeys(problems))

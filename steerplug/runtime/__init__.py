@@ -1,0 +1,1 @@
+"""Runtime: position context, hook runners, attach/detach handles."""

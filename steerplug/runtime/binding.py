@@ -1,0 +1,54 @@
+"""Model binding and layer selection checks (attach time), as located problems."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from steerplug.errors import Problem
+from steerplug.recipe.spec import parse_layer_range
+from steerplug.sites.base import ModelInfo
+
+
+def binding_problems(binding: Any, info: ModelInfo, source: str) -> list[Problem]:
+    """Problems between a recipe's ``model:`` section and the model it is attached to."""
+    if binding is None:
+        return []
+    problems: list[Problem] = []
+    types = [binding.model_type] if isinstance(binding.model_type, str) else binding.model_type
+    if types and info.model_type not in types:
+        problems.append(Problem(source, "/model/model_type",
+                                f"recipe is for model_type {', '.join(types)}; this model is '{info.model_type}'",
+                                "use a recipe made for this model, or extract one"))
+    if binding.architectures and not set(binding.architectures) & set(info.architectures):
+        problems.append(Problem(source, "/model/architectures",
+                                f"recipe is for {', '.join(binding.architectures)}; this model is "
+                                f"{', '.join(info.architectures) or 'unknown'}"))
+    for field, actual in (("hidden_size", info.hidden_size), ("num_layers", info.num_layers)):
+        wanted = getattr(binding, field)
+        if wanted is not None and wanted != actual:
+            problems.append(Problem(source, f"/model/{field}",
+                                    f"recipe needs {field.replace('_', ' ')} {wanted}, this model has {actual}",
+                                    "this recipe was made for a different model"))
+    return problems
+
+
+def resolve_layers(spec: int | list[int] | str, num_layers: int) -> list[int]:
+    """Layer indices for a ``layers:`` value; raises ValueError(message, hint) when out of range."""
+    if isinstance(spec, str):
+        layers = parse_layer_range(spec, num_layers)
+        if not layers:
+            raise ValueError(f"layer range '{spec}' selects no layer", f"the model has {num_layers} layers")
+        return layers
+    raw = [spec] if isinstance(spec, int) else list(spec)
+    if not raw:
+        raise ValueError("empty layer list")
+    resolved: list[int] = []
+    for layer in raw:
+        if not -num_layers <= layer < num_layers:
+            raise ValueError(f"layer {layer} is out of range",
+                             f"the model has {num_layers} layers: 0..{num_layers - 1}, or -{num_layers}..-1")
+        index = layer % num_layers
+        if index in resolved:
+            raise ValueError(f"layer {layer} is listed twice")
+        resolved.append(index)
+    return resolved

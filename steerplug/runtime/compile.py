@@ -1,0 +1,101 @@
+"""Recipe set → compiled entries per site binding (attach time; the model is not touched here)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from steerplug.errors import Problem, RecipeError, SiteError, json_pointer
+from steerplug.ops.base import OpTarget
+from steerplug.runtime.binding import binding_problems, resolve_layers
+from steerplug.runtime.masks import Activation
+from steerplug.runtime.runner import CompiledEntry
+from steerplug.runtime.vectors import resolve_vector
+from steerplug.sites.base import UNLAYERED_SITES, SiteAdapter, SiteBinding
+
+if TYPE_CHECKING:
+    from steerplug.plugins import Plugins
+    from steerplug.recipe.load import Recipe
+
+Placed = list[tuple[SiteBinding, CompiledEntry]]
+
+
+def placement(module: torch.nn.Module, model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Device and activation dtype of a module (its first floating parameter, else the model's)."""
+    for candidate in (module, model):
+        for tensor in (*candidate.parameters(), *candidate.buffers()):
+            if tensor.is_floating_point():
+                return tensor.device, tensor.dtype
+    return torch.device("cpu"), torch.get_default_dtype()
+
+
+def compile_recipes(model: torch.nn.Module, recipes: Sequence[Recipe], adapter: SiteAdapter,
+                    plugins: Plugins, owner: object) -> Placed:
+    """Compile every intervention of every recipe; raise one RecipeError listing all problems."""
+    placed: Placed = []
+    problems: list[Problem] = []
+    for recipe in recipes:
+        recipe_problems = binding_problems(recipe.spec.model, adapter.info, recipe.source)
+        if recipe_problems:
+            problems.extend(recipe_problems)
+            continue
+        for index, item in enumerate(getattr(recipe.spec, "interventions", [])):
+            try:
+                placed.extend(_compile_item(model, recipe, index, item, adapter, plugins, owner))
+            except RecipeError as exc:
+                problems.extend(exc.problems)
+    if problems:
+        raise RecipeError(problems)
+    return placed
+
+
+def _compile_item(model: torch.nn.Module, recipe: Recipe, index: int, item: Any, adapter: SiteAdapter,
+                  plugins: Plugins, owner: object) -> Placed:
+    pointer = json_pointer(["interventions", index])
+    operation = plugins.operations.get(item.op)
+    if operation is None:
+        raise RecipeError.single(recipe.source, f"{pointer}/op", f"operation '{item.op}' is not installed")
+    activation = Activation(item.positions, item.schedule)
+    placed: Placed = []
+    for layer in _layers(item, adapter, recipe.source, pointer):
+        binding = _bind(adapter, item.site, layer, recipe.source, pointer)
+        device, dtype = placement(binding.module, model)
+        target = _target(binding, model, adapter, device, dtype, recipe, plugins, pointer)
+        edit = operation.compile(item, target)
+        entry = CompiledEntry(
+            owner=owner, recipe=recipe.name, intervention=item.id, label=binding.label, edit=edit,
+            activation=activation,
+            strength=torch.tensor(item.strength, device=device, dtype=dtype),
+            enabled=torch.tensor(item.enabled, device=device),
+        )
+        placed.append((binding, entry))
+    return placed
+
+
+def _layers(item: Any, adapter: SiteAdapter, source: str, pointer: str) -> list[int | None]:
+    if item.site in UNLAYERED_SITES:
+        return [None]
+    try:
+        return list(resolve_layers(item.layers, adapter.info.num_layers))
+    except ValueError as exc:
+        hint = exc.args[1] if len(exc.args) > 1 else None
+        raise RecipeError.single(source, f"{pointer}/layers", exc.args[0], hint) from None
+
+
+def _bind(adapter: SiteAdapter, site: str, layer: int | None, source: str, pointer: str) -> SiteBinding:
+    try:
+        return adapter.resolve(site, layer)
+    except SiteError as exc:
+        raise RecipeError.single(source, f"{pointer}/site", exc.message, exc.hint) from None
+
+
+def _target(binding: SiteBinding, model: torch.nn.Module, adapter: SiteAdapter, device: torch.device,
+            dtype: torch.dtype, recipe: Recipe, plugins: Plugins, pointer: str) -> OpTarget:
+    def resolve(spec: Any, field: str) -> torch.Tensor:
+        return resolve_vector(spec, field, recipe, target, plugins)
+
+    target = OpTarget(binding=binding, model=model, info=adapter.info, device=device, dtype=dtype,
+                      resolve_vector=resolve, source=recipe.source, pointer=pointer)
+    return target

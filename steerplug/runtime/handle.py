@@ -1,0 +1,88 @@
+"""The handle ``steer()`` returns: detach, live strength changes, enable/disable, context manager."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import torch
+
+from steerplug.errors import SteerplugError, did_you_mean
+from steerplug.runtime.runner import CompiledEntry
+
+if TYPE_CHECKING:
+    from steerplug.recipe.load import Recipe
+    from steerplug.runtime.host import Host
+
+
+class Handle:
+    """Recipes attached to a model. Use as a context manager, or call :meth:`detach`."""
+
+    def __init__(self, model: torch.nn.Module, recipes: Sequence[Recipe], host: Host):
+        self.model = model
+        self.recipes: tuple[Recipe, ...] = tuple(recipes)
+        self.entries: list[CompiledEntry] = []
+        self._host: Host | None = host
+
+    @property
+    def attached(self) -> bool:
+        """True until :meth:`detach` runs."""
+        return self._host is not None
+
+    @property
+    def ids(self) -> list[str]:
+        """Intervention ids, qualified as ``recipe/id``, in declared order."""
+        return list(dict.fromkeys(f"{e.recipe}/{e.intervention}" for e in self.entries))
+
+    def detach(self) -> None:
+        """Remove this handle's hooks; once every handle is detached the model computes exactly as
+        before (bitwise). Calling it twice is harmless."""
+        if self._host is None:
+            return
+        from steerplug.plugins import get_plugins
+
+        try:
+            get_plugins().hook.steerplug_before_detach(handle=self)
+        finally:
+            self._host.remove(self)
+            self._host = None
+
+    def set_strength(self, intervention: str, value: float) -> None:
+        """Set an intervention's strength in place (no re-attach; compiled graphs stay valid)."""
+        for entry in self._select(intervention):
+            entry.strength.fill_(float(value))
+
+    def enable(self, intervention: str) -> None:
+        """Turn an intervention back on."""
+        for entry in self._select(intervention):
+            entry.enabled.fill_(True)
+
+    def disable(self, intervention: str) -> None:
+        """Turn an intervention off without detaching (its hook stays, its edit is skipped exactly)."""
+        for entry in self._select(intervention):
+            entry.enabled.fill_(False)
+
+    def _select(self, intervention: str) -> list[CompiledEntry]:
+        recipe, _, name = intervention.rpartition("/")
+        chosen = [e for e in self.entries if e.intervention == name and (not recipe or e.recipe == recipe)]
+        if not chosen:
+            names = [e.intervention for e in self.entries] + self.ids
+            hint = did_you_mean(intervention, names)
+            raise SteerplugError(f"no intervention '{intervention}' in this handle" + (f" ({hint})" if hint else ""))
+        if len({e.recipe for e in chosen}) > 1:
+            raise SteerplugError(f"'{intervention}' is in several recipes; qualify it: "
+                                 + ", ".join(sorted({f'{e.recipe}/{name}' for e in chosen})))
+        return chosen
+
+    def __enter__(self) -> Handle:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.detach()
+
+    def __repr__(self) -> str:
+        state = "attached" if self.attached else "detached"
+        names = ", ".join(r.name for r in self.recipes)
+        return f"<steerplug.Handle {state}: {names} ({len(self.entries)} hooks entries)>"

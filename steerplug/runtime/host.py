@@ -1,0 +1,83 @@
+"""The per-model host: owns the position tracker and one runner per hooked (module, point)."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+
+import torch
+from torch.utils.hooks import RemovableHandle
+
+from steerplug.runtime.context import PositionTracker
+from steerplug.runtime.runner import CompiledEntry, SiteRunner
+from steerplug.sites.base import SiteBinding
+
+_HOSTS: weakref.WeakKeyDictionary[torch.nn.Module, Host] = weakref.WeakKeyDictionary()
+
+
+class Host:
+    """Hooks of every attached recipe on one model; the last detach leaves the model untouched."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self.tracker = PositionTracker()
+        self.runners: dict[tuple[int, str], SiteRunner] = {}
+        self._top: list[RemovableHandle] = []
+
+    @classmethod
+    def for_model(cls, model: torch.nn.Module) -> Host:
+        """The model's host, created on first use."""
+        host = _HOSTS.get(model)
+        if host is None:
+            host = _HOSTS[model] = cls(model)
+        return host
+
+    @classmethod
+    def existing(cls, model: torch.nn.Module) -> Host | None:
+        """The model's host if any recipe is attached."""
+        return _HOSTS.get(model)
+
+    def add(self, placed: Sequence[tuple[SiteBinding, CompiledEntry]]) -> None:
+        """Attach entries atomically: on any failure every hook added here is removed again."""
+        owners = {entry.owner for _, entry in placed}
+        try:
+            self._install_top()
+            for binding, entry in placed:
+                runner = self._runner(binding)
+                runner.entries.append(entry)
+                runner.install()
+        except BaseException:
+            for owner in owners:
+                self.remove(owner)
+            raise
+
+    def remove(self, owner: object) -> None:
+        """Remove every entry of ``owner``; hooks left without entries are removed."""
+        for key, runner in list(self.runners.items()):
+            runner.entries = [e for e in runner.entries if e.owner is not owner]
+            if not runner.entries:
+                runner.uninstall()
+                del self.runners[key]
+        if not self.runners:
+            self._uninstall_top()
+            _HOSTS.pop(self.model, None)
+
+    def _runner(self, binding: SiteBinding) -> SiteRunner:
+        key = (id(binding.module), binding.point)
+        if key not in self.runners:
+            self.runners[key] = SiteRunner(binding.module, binding.point, self.tracker)
+        return self.runners[key]
+
+    def _install_top(self) -> None:
+        if self._top:
+            return
+        self._top = [
+            self.model.register_forward_pre_hook(self.tracker.pre_hook, with_kwargs=True),
+            self.model.register_forward_hook(self.tracker.post_hook, with_kwargs=True, always_call=True),
+        ]
+
+    def _uninstall_top(self) -> None:
+        for handle in self._top:
+            handle.remove()
+        self._top = []
+        self.tracker.current = None

@@ -1,0 +1,91 @@
+"""Where and how strongly an intervention applies: position masks and schedule weights per forward."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from steerplug.recipe.spec import PositionRange, Schedule
+from steerplug.runtime.context import ForwardContext
+
+
+def _range_bound(value: int, ctx: ForwardContext) -> torch.Tensor:
+    # Non-negative: absolute position; negative: relative to the prompt end (-1 = last prompt token).
+    if value >= 0:
+        return torch.full_like(ctx.prompt_len, value)
+    return ctx.prompt_len + value
+
+
+def _one_position_mask(spec: Any, ctx: ForwardContext) -> torch.Tensor:
+    pos, prompt = ctx.positions, ctx.prompt_len[:, None]
+    if spec == "all":
+        return torch.ones_like(ctx.valid)
+    if spec == "prompt":
+        return pos < prompt
+    if spec == "generated":
+        return pos >= prompt
+    if spec == "last_prompt":
+        return pos == prompt - 1
+    if isinstance(spec, PositionRange):
+        mask = torch.ones_like(ctx.valid)
+        if spec.from_ is not None:
+            mask = mask & (pos >= _range_bound(spec.from_, ctx)[:, None])
+        if spec.to is not None:
+            mask = mask & (pos < _range_bound(spec.to, ctx)[:, None])
+        return mask
+    raise ValueError(f"unknown position spec {spec!r}")
+
+
+def _schedule_mask(schedule: Schedule, ctx: ForwardContext) -> torch.Tensor:
+    step = ctx.generated_step
+    inside = step >= schedule.start
+    if schedule.stop is not None:
+        inside = inside & (step < schedule.stop)
+    return (step < 0) | inside
+
+
+def schedule_weight(schedule: Schedule, ctx: ForwardContext) -> torch.Tensor:
+    """Per-position strength factor ``[B, T]`` (float32) of a decaying schedule; 1 inside the prompt."""
+    step = (ctx.generated_step - schedule.start).clamp_min(0).to(torch.float32)
+    if schedule.decay == "linear":
+        assert schedule.stop is not None
+        weight = 1.0 - step / float(schedule.stop - schedule.start)
+    else:
+        weight = torch.pow(torch.full_like(step, schedule.rate), step)
+    return torch.where(ctx.generated_step < 0, torch.ones_like(weight), weight)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """Where an intervention applies: its positions (one spec or a union) and its schedule."""
+
+    positions: Any
+    schedule: Schedule | None
+
+    @property
+    def key(self) -> str:
+        """Stable key, so interventions with the same positions share one mask per forward."""
+        def dump(value: Any) -> Any:
+            return value.model_dump(by_alias=True) if hasattr(value, "model_dump") else value
+
+        positions = [dump(p) for p in self.positions] if isinstance(self.positions, list) else dump(
+            self.positions)
+        return json.dumps({"p": positions, "s": dump(self.schedule)}, sort_keys=True)
+
+    @property
+    def decays(self) -> bool:
+        """Whether the strength varies over generated steps."""
+        return self.schedule is not None and self.schedule.decay != "none"
+
+    def mask(self, ctx: ForwardContext) -> torch.Tensor:
+        """``[B, T]`` bool: True where the intervention edits (never on padding)."""
+        specs = self.positions if isinstance(self.positions, list) else [self.positions]
+        mask = torch.zeros_like(ctx.valid)
+        for spec in specs:
+            mask = mask | _one_position_mask(spec, ctx)
+        if self.schedule is not None:
+            mask = mask & _schedule_mask(self.schedule, ctx)
+        return mask & ctx.valid

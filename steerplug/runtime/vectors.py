@@ -1,0 +1,58 @@
+"""Resolve a vector field (inline, artifact reference, vector source) for one site binding."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from steerplug.errors import RecipeError, did_you_mean
+from steerplug.recipe.spec import SourceSpec
+
+if TYPE_CHECKING:
+    from steerplug.ops.base import OpTarget
+    from steerplug.plugins import Plugins
+    from steerplug.recipe.load import Recipe
+
+
+def resolve_vector(spec: Any, field: str, recipe: Recipe, target: OpTarget, plugins: Plugins) -> torch.Tensor:
+    """The tensor for ``spec`` on ``target``'s device and dtype, width-checked against the site."""
+    source, pointer = target.where(field)
+    if isinstance(spec, list):
+        tensor = torch.tensor(spec, dtype=torch.float32)
+    elif isinstance(spec, str):
+        tensor = _artifact_tensor(spec, recipe, target, source, pointer)
+    elif isinstance(spec, SourceSpec):
+        plugin = plugins.vector_sources[spec.source]
+        tensor = plugin.resolve(plugin.spec_model.model_validate(spec.model_dump()), target)
+    else:
+        raise RecipeError.single(source, pointer, f"unsupported vector value {spec!r}")
+    width = target.binding.width
+    if tensor.dim() == 0 or tensor.shape[-1] != width or tensor.dim() > 2:
+        raise RecipeError.single(
+            source, pointer,
+            f"vector has shape {tuple(tensor.shape)} but {target.binding.label} of this "
+            f"{target.info.model_type} model has width {width}",
+            "the recipe was made for a model with another hidden size" if tensor.dim() else None,
+        )
+    if not bool(torch.isfinite(tensor).all()):
+        raise RecipeError.single(source, pointer, "vector contains NaN or infinite values")
+    return tensor.to(device=target.device, dtype=target.dtype)
+
+
+def _artifact_tensor(ref: str, recipe: Recipe, target: OpTarget, source: str, pointer: str) -> torch.Tensor:
+    """``artifact:name`` → that tensor, or ``name.<layer>`` when the artifact stores one per layer."""
+    artifact, _, key = ref.partition(":")
+    table = recipe.tensors.get(artifact)
+    if table is None:
+        raise RecipeError.single(source, pointer, f"unknown artifact '{artifact}'")
+    if key in table:
+        return table[key]
+    layer = target.binding.layer
+    per_layer = f"{key}.{layer}"
+    if layer is not None and per_layer in table:
+        return table[per_layer]
+    stems = sorted({k.rsplit(".", 1)[0] if k.rsplit(".", 1)[-1].isdigit() else k for k in table})
+    wanted = f"'{key}'" + (f" (or per-layer '{per_layer}')" if layer is not None else "")
+    raise RecipeError.single(source, pointer, f"artifact '{artifact}' has no tensor {wanted}",
+                             did_you_mean(key, stems))
