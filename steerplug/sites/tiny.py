@@ -1,0 +1,118 @@
+"""Tiny random-init models built from configs, for ``steerplug sites`` and for tests (no downloads)."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from steerplug.errors import SiteError, did_you_mean
+
+TINY_SIZES: dict[tuple[str, ...], Any] = {
+    ("vocab_size",): 128,
+    ("hidden_size", "n_embd", "d_model", "dim", "n_embed"): 64,
+    ("num_hidden_layers", "n_layer", "n_layers", "num_layers"): 2,
+    ("num_attention_heads", "n_head", "n_heads", "num_heads"): 4,
+    ("num_key_value_heads", "num_kv_heads", "n_head_kv"): 2,
+    ("head_dim",): 16,
+    ("intermediate_size", "n_inner", "ffn_dim", "hidden_dim", "ffn_hidden_size"): 128,
+    ("moe_intermediate_size", "shared_expert_intermediate_size"): 32,
+    ("num_local_experts", "num_experts", "n_routed_experts"): 4,
+    ("num_experts_per_tok", "top_k"): 2,
+    ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len"): 128,
+    ("rotary_dim",): 8,
+    ("pad_token_id",): 0,
+    ("bos_token_id",): 1,
+    ("eos_token_id",): 2,
+}
+"""Small values for every spelling of a size parameter; only the spellings a config accepts are used."""
+
+TINY_OVERRIDES: dict[str, dict[str, Any]] = {
+    # Three layers so that the first (dense) layer and the later MoE layers both exist.
+    "deepseek_v3": {
+        "num_hidden_layers": 3,
+        "first_k_dense_replace": 1,
+        "n_group": 1,
+        "topk_group": 1,
+        "q_lora_rank": 16,
+        "kv_lora_rank": 16,
+        "qk_rope_head_dim": 8,
+        "qk_nope_head_dim": 8,
+        "v_head_dim": 16,
+    },
+    "deepseek_v2": {
+        "num_hidden_layers": 3,
+        "first_k_dense_replace": 1,
+        "n_group": 1,
+        "topk_group": 1,
+        "q_lora_rank": 16,
+        "kv_lora_rank": 16,
+        "qk_rope_head_dim": 8,
+        "qk_nope_head_dim": 8,
+        "v_head_dim": 16,
+    },
+    "mpt": {"attn_config": {"attn_impl": "torch"}},
+    "falcon": {"new_decoder_architecture": True},
+    "qwen2_moe": {"decoder_sparse_step": 1, "mlp_only_layers": []},
+    "qwen3_moe": {"decoder_sparse_step": 1, "mlp_only_layers": []},
+    "persimmon": {"partial_rotary_factor": 0.5},
+    "gpt_oss": {"layer_types": ["sliding_attention", "full_attention"]},
+}
+"""Per-``model_type`` extras where the generic sizes alone do not give a valid or representative model."""
+
+
+def _config_parameters(config_class: type) -> set[str]:
+    return set(inspect.signature(config_class).parameters) - {"self", "kwargs"}
+
+
+def tiny_config(model_type: str) -> Any:
+    """A small config of ``model_type``: hidden 64, 2 layers (3 for dense-then-MoE models), 4 heads."""
+    from transformers import CONFIG_MAPPING
+
+    if model_type not in CONFIG_MAPPING:
+        raise SiteError(f"unknown model type '{model_type}'", did_you_mean(model_type, CONFIG_MAPPING.keys()))
+    config_class = CONFIG_MAPPING[model_type]
+    accepted = _config_parameters(config_class)
+    kwargs: dict[str, Any] = {}
+    for names, value in TINY_SIZES.items():
+        kwargs.update({name: value for name in names if name in accepted})
+    kwargs.update(TINY_OVERRIDES.get(model_type, {}))
+    return config_class(**kwargs)
+
+
+def tiny_model(model_type: str, seed: int = 0) -> nn.Module:
+    """A tiny random-init model of ``model_type`` (causal LM head where one exists), in eval mode."""
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    config = tiny_config(model_type)
+    torch.manual_seed(seed)
+    try:
+        model = AutoModelForCausalLM.from_config(config)
+    except ValueError:
+        model = AutoModel.from_config(config)
+    return model.eval()
+
+
+def load_model_for_sites(spec: str) -> nn.Module:
+    """Load a model from a local directory (config + weights, local files only), else a tiny model of the
+    ``model_type`` named by ``spec``; a directory with only a config gives random weights."""
+    path = Path(spec)
+    if not path.is_dir():
+        return tiny_model(spec)
+    if not (path / "config.json").is_file():
+        raise SiteError(f"'{spec}' has no config.json", "pass a model directory or a model_type name")
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    for auto in (AutoModelForCausalLM, AutoModel):
+        try:
+            return auto.from_pretrained(path, local_files_only=True).eval()
+        except (OSError, ValueError):
+            continue
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    try:
+        return AutoModelForCausalLM.from_config(config).eval()
+    except ValueError:
+        return AutoModel.from_config(config).eval()
