@@ -9,7 +9,7 @@ import torch
 from torch.utils.hooks import RemovableHandle
 
 from steerplug.runtime.context import PositionTracker
-from steerplug.runtime.runner import CompiledEntry, SiteRunner
+from steerplug.runtime.runner import CompiledEntry, Observer, SiteRunner
 from steerplug.sites.base import SiteBinding
 
 _HOSTS: weakref.WeakKeyDictionary[torch.nn.Module, Host] = weakref.WeakKeyDictionary()
@@ -55,12 +55,24 @@ class Host:
         """Remove every entry of ``owner``; hooks left without entries are removed."""
         for key, runner in list(self.runners.items()):
             runner.entries = [e for e in runner.entries if e.owner is not owner]
-            if not runner.entries:
+            runner.observers = [(o, f) for o, f in runner.observers if o is not owner]
+            if runner.empty:
                 runner.uninstall()
                 del self.runners[key]
         if not self.runners:
             self._uninstall_top()
             _HOSTS.pop(self.model, None)
+
+    def observe(self, binding: SiteBinding, owner: object, observer: Observer) -> None:
+        """Add a read-only observer at a binding (removed with ``remove(owner)``)."""
+        try:
+            self._install_top()
+            runner = self._runner(binding)
+            runner.observers.append((owner, observer))
+            runner.install()
+        except BaseException:
+            self.remove(owner)
+            raise
 
     def _runner(self, binding: SiteBinding) -> SiteRunner:
         key = (id(binding.module), binding.point)

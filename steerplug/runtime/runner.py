@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,11 @@ from steerplug.runtime.access import input_activation, output_activation, replac
 from steerplug.runtime.context import ForwardContext, PositionTracker
 from steerplug.runtime.masks import Activation, schedule_weight
 from steerplug.sites.base import HookPoint
+
+Gate = Callable[[ForwardContext, torch.device], torch.Tensor]
+"""``gate(ctx, device) -> bool tensor`` broadcastable to ``[B, T]``; must not synchronise with the host."""
+Observer = Callable[[torch.Tensor, ForwardContext], None]
+"""``observer(x, ctx)`` reads a site's activation after the edits at that site (probes, monitors)."""
 
 
 @dataclass(eq=False)
@@ -29,6 +35,9 @@ class CompiledEntry:
     """0-dim tensor on the module's device and dtype; ``fill_`` changes it without re-attaching."""
     enabled: torch.Tensor
     """0-dim bool tensor on the module's device."""
+    gates: list[Gate] = field(default_factory=list)
+    """Extra conditions (probe gating, per-row selection): each returns a bool tensor broadcastable to
+    ``[B, T]`` (e.g. ``[B, 1]`` per row) on ``device``; the entry edits only where all gates hold."""
 
 
 def fit_to(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -56,6 +65,8 @@ class SiteRunner:
     point: HookPoint
     tracker: PositionTracker
     entries: list[CompiledEntry] = field(default_factory=list)
+    observers: list[tuple[object, Observer]] = field(default_factory=list)
+    """``(owner, observer)`` pairs run after the entries, in registration order."""
     _hook: RemovableHandle | None = None
 
     def install(self) -> None:
@@ -90,7 +101,14 @@ class SiteRunner:
         ctx = self.tracker.context_for(x)
         for entry in self.entries:
             x = _run_entry(entry, x, ctx)
+        for _, observe in self.observers:
+            observe(x, ctx)
         return x
+
+    @property
+    def empty(self) -> bool:
+        """No entry and no observer left: the hook can go."""
+        return not self.entries and not self.observers
 
 
 def _run_entry(entry: CompiledEntry, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
@@ -103,4 +121,6 @@ def _run_entry(entry: CompiledEntry, x: torch.Tensor, ctx: ForwardContext) -> to
         weight = ctx.cached(("weight", activation.key, x.dtype), x.device,
                             lambda c: schedule_weight(schedule, c).to(x.dtype))
         alpha = alpha * fit_to(weight, x)
+    for gate in entry.gates:
+        mask = mask & gate(ctx, x.device)
     return torch.where(fit_to(mask, x) & entry.enabled, entry.edit(x, alpha), x)

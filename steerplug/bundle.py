@@ -1,0 +1,91 @@
+"""Recipe bundles: a folder with ``recipe.yaml``, its safetensors artifacts and a README model card.
+
+A bundle never contains code or pickle. File names are fixed so hubs and tools can rely on them.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from steerplug.errors import SteerplugError
+from steerplug.recipe.artifacts import sha256_file
+
+RECIPE_FILE = "recipe.yaml"
+CARD_FILE = "README.md"
+ALLOWED_SUFFIXES = (".yaml", ".md", ".safetensors")
+
+
+def write_bundle(folder: str | Path, document: Mapping[str, Any],
+                 tensors: Mapping[str, Mapping[str, torch.Tensor]] | None = None, *,
+                 card_body: str | None = None, overwrite: bool = False) -> Path:
+    """Write a bundle and return the path of its ``recipe.yaml``.
+
+    ``tensors`` maps artifact names to ``{tensor name: tensor}``; each becomes ``<name>.safetensors`` and
+    its ``{path, sha256}`` entry is filled into the document's ``artifacts``. The steerplug version is
+    recorded in ``metadata.annotations``. The written bundle is loaded back and validated.
+    """
+    from steerplug import __version__
+    from steerplug.recipe.load import load_recipe
+
+    target = Path(folder)
+    _prepare(target, overwrite)
+    doc = copy.deepcopy(dict(document))
+    artifacts = doc.setdefault("artifacts", {})
+    for name, table in (tensors or {}).items():
+        path = target / f"{name}.safetensors"
+        save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in table.items()}, str(path),
+                  metadata={"format": "pt", "steerplug_version": __version__})
+        artifacts[name] = {"path": path.name, "sha256": sha256_file(path)}
+    if not artifacts:
+        doc.pop("artifacts")
+    doc.setdefault("metadata", {}).setdefault("annotations", {})["steerplug_version"] = __version__
+    recipe_path = target / RECIPE_FILE
+    recipe_path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    (target / CARD_FILE).write_text(render_card(doc, card_body), encoding="utf-8")
+    load_recipe(recipe_path)  # a bundle we write must load
+    return recipe_path
+
+
+def _prepare(target: Path, overwrite: bool) -> None:
+    if target.exists() and not target.is_dir():
+        raise SteerplugError(f"'{target}' exists and is not a folder")
+    target.mkdir(parents=True, exist_ok=True)
+    existing = [p for p in target.iterdir() if not p.name.startswith(".")]
+    if existing and not overwrite:
+        raise SteerplugError(f"'{target}' is not empty (pass overwrite=True / --overwrite to replace the bundle)")
+    for path in existing:
+        if path.is_file() and path.suffix in ALLOWED_SUFFIXES:
+            path.unlink()
+
+
+def render_card(doc: Mapping[str, Any], body: str | None = None) -> str:
+    """The README model card: YAML front matter for the hub, then a human summary."""
+    metadata = doc.get("metadata", {})
+    model = doc.get("model") or {}
+    base = (model.get("base") or {}).get("repo")
+    front: dict[str, Any] = {"library_name": "steerplug"}
+    if base:
+        front["base_model"] = base
+    if metadata.get("license"):
+        front["license"] = metadata["license"]
+    front["tags"] = ["steerplug", "activation-steering", *metadata.get("tags", [])]
+    lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
+             f"# {metadata.get('name', 'recipe')}", ""]
+    if metadata.get("description"):
+        lines += [metadata["description"], ""]
+    lines += ["| id | op | site | layers | strength |", "| --- | --- | --- | --- | --- |"]
+    for item in doc.get("interventions", []):
+        lines.append(f"| {item.get('id')} | {item.get('op')} | {item.get('site')} | {item.get('layers', '')} | "
+                     f"{item.get('strength', 1.0)} |")
+    lines += ["", "```python", "import steerplug", "",
+              "handle = steerplug.steer(model, \"path/to/this/bundle\")", "```", ""]
+    if body:
+        lines += [body.strip(), ""]
+    return "\n".join(lines)
