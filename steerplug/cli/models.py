@@ -18,7 +18,9 @@ def load_causal_lm(name: str, device: str = "cpu") -> tuple[Any, Any]:
 
         return load_demo_model(device=device)
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # the CLI prints its own output; no loader bars on stderr
     local = Path(name).expanduser()
     if not local.exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
         raise SteerplugError(f"model folder '{name}' not found")
