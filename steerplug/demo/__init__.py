@@ -1,0 +1,30 @@
+"""Embedded demo model: a tiny Llama trained on a two-language, two-sentiment grammar corpus.
+
+The model, its tokenizer and the grammar let newcomers see steering work offline:
+steer the rare Spanish language or the minority negative sentiment and measure the
+effect exactly with :func:`steerplug.demo.evaluate.concept_rates`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["demo_model_path", "load_demo_model"]
+
+
+def demo_model_path() -> Path:
+    """Folder holding the shipped demo model (``config.json``, ``model.safetensors``, tokenizer)."""
+    return Path(__file__).resolve().parent / "assets"
+
+
+def load_demo_model(device: str = "cpu", path: str | Path | None = None) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` with ``from_pretrained`` from ``path`` (default: the shipped model).
+
+    The model is put on ``device`` in eval mode.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = str(path or demo_model_path())
+    model: Any = AutoModelForCausalLM.from_pretrained(folder)
+    return model.to(device).eval(), AutoTokenizer.from_pretrained(folder)
