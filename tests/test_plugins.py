@@ -233,7 +233,9 @@ def test_vector_source_arguments_are_validated_by_its_own_model(inline_plugins: 
     item = {"id": "c", "op": "add", "site": "resid_post", "layers": 2, "vector": {"source": "constant"}}
     with pytest.raises(RecipeError) as info:
         steerplug.load_recipe(recipe(item))
-    assert [str(p) for p in info.value.problems] == ["<dict>: /interventions/0/vector/value: Field required"]
+    assert [str(p) for p in info.value.problems] == [
+        "<dict>: /interventions/0/vector: missing required field 'value'"
+    ]
 
 
 def test_recipe_source_and_migration_plugins(inline_plugins: None) -> None:

@@ -6,7 +6,7 @@ import hashlib
 import json
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file
@@ -22,6 +22,8 @@ PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", 
 _CHUNK = 1 << 20
 
 TensorTable = dict[str, dict[str, torch.Tensor]]
+ConfigTable = dict[str, dict[str, Any]]
+"""``artifact name → validated config`` (sparse autoencoders: see :mod:`steerplug.sae`)."""
 
 
 def sha256_file(path: Path) -> str:
@@ -53,17 +55,27 @@ def confined_path(root: Path, relative: str) -> Path:
 def load_artifacts(spec: RecipeBase, root: Path | None, source: str,
                    max_bytes: int = MAX_ARTIFACT_BYTES) -> TensorTable:
     """Load every artifact of ``spec`` from the bundle folder ``root``; all problems are reported at once."""
+    return load_artifact_tables(spec, root, source, max_bytes)[0]
+
+
+def load_artifact_tables(spec: RecipeBase, root: Path | None, source: str,
+                         max_bytes: int = MAX_ARTIFACT_BYTES) -> tuple[TensorTable, ConfigTable]:
+    """Like :func:`load_artifacts`, plus the validated config of every ``format: sae`` artifact."""
     tables: TensorTable = {}
+    configs: ConfigTable = {}
     problems: list[Problem] = []
     for name, artifact in spec.artifacts.items():
         try:
-            tables[name] = _load_one(artifact, root, max_bytes)
+            if artifact.format == "sae":
+                tables[name], configs[name] = _load_sae(artifact, root, max_bytes)
+            else:
+                tables[name] = _load_one(artifact, root, max_bytes)
         except ValueError as exc:
             hint = exc.args[1] if len(exc.args) > 1 else None
             problems.append(Problem(source, f"/artifacts/{name}/{_field_of(exc)}", str(exc.args[0]), hint))
     if problems:
         raise RecipeError(problems)
-    return tables
+    return tables, configs
 
 
 class _ShaError(ValueError):
@@ -95,6 +107,49 @@ def _load_one(artifact: Artifact, root: Path | None, max_bytes: int) -> dict[str
                         "the file changed since the recipe was written; re-extract or fix the checksum")
     _check_header(path, artifact.path)
     return _checked_tensors(path, artifact.path)
+
+
+def _load_sae(artifact: Artifact, root: Path | None, max_bytes: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A SAELens folder: ``cfg.json`` (size-capped, JSON only) and one safetensors file, both sha256-pinned."""
+    from steerplug.sae import CFG_FILE, MAX_CFG_BYTES, check_sae
+
+    if root is None:
+        raise ValueError("this recipe has no folder, so it cannot reference files",
+                         "load it from a file or pass base_dir=")
+    folder = confined_path(root, artifact.path)
+    if not folder.is_dir():
+        raise ValueError(f"sae artifact '{artifact.path}' is not a folder in {root}")
+    digests = artifact.sha256 if isinstance(artifact.sha256, dict) else {}
+    paths = {name: _pinned_file(root, f"{artifact.path.rstrip('/')}/{name}", digest,
+                                MAX_CFG_BYTES if name == CFG_FILE else max_bytes)
+             for name, digest in sorted(digests.items())}
+    weights = next(path for name, path in paths.items() if name != CFG_FILE)
+    _check_header(weights, weights.name)
+    tensors = _checked_tensors(weights, weights.name)
+    return tensors, check_sae(_json_object(paths[CFG_FILE]), tensors).to_dict()
+
+
+def _pinned_file(root: Path, relative: str, digest: str, max_bytes: int) -> Path:
+    path = confined_path(root, relative)
+    if not path.is_file():
+        raise ValueError(f"artifact file '{relative}' not found in {root}")
+    if path.stat().st_size > max_bytes:
+        raise ValueError(f"artifact file '{relative}' is larger than the {max_bytes}-byte cap")
+    actual = sha256_file(path)
+    if actual != digest:
+        raise _ShaError(f"sha256 mismatch for '{relative}': file has {actual}",
+                        "the file changed since the recipe was written; re-extract or fix the checksum")
+    return path
+
+
+def _json_object(path: Path) -> Any:
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"'{path.name}' contains {constant}, which is not JSON")
+
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"), parse_constant=refuse)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"'{path.name}' is not valid JSON ({exc})") from None
 
 
 def _check_header(path: Path, label: str) -> None:

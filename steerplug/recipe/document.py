@@ -6,17 +6,21 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import Field, create_model
+from pydantic import Field, create_model, model_validator
 
+from steerplug.probes.spec import MonitorSpec, ProbeBase
 from steerplug.recipe.spec import ID_PATTERN, InterventionBase, StrictModel
 
 if TYPE_CHECKING:
     from steerplug.ops.base import Operation
+    from steerplug.probes.kinds import ProbeKind
 
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 REVISION_PATTERN = r"^[0-9a-f]{40}$"
 ARTIFACT_PATH_PATTERN = r"^[^/\\:][^\\:]*$"
 """Relative, no drive letter or backslash; ``..`` and symlinks are refused when the file is opened."""
+FILE_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+"""A plain file name inside an artifact folder (no separator, no leading dot)."""
 
 
 class Metadata(StrictModel):
@@ -55,13 +59,37 @@ class ModelBinding(StrictModel):
 
 
 class Artifact(StrictModel):
-    """A safetensors file inside the recipe bundle, verified by sha256 before use."""
+    """A safetensors file inside the recipe bundle, or (``format: sae``) a sparse-autoencoder folder in the
+    SAELens layout; every file is verified by sha256 before use."""
 
     path: str = Field(pattern=ARTIFACT_PATH_PATTERN)
     """Path relative to the recipe's folder; it may not leave the folder or pass through symlinks."""
-    sha256: str = Field(pattern=SHA256_PATTERN)
-    """Lower-case hex sha256 of the file."""
-    format: Literal["safetensors"] = "safetensors"
+    sha256: Annotated[str, Field(pattern=SHA256_PATTERN)] | dict[
+        Annotated[str, Field(pattern=FILE_NAME_PATTERN)], Annotated[str, Field(pattern=SHA256_PATTERN)]]
+    """Lower-case hex sha256 of the file; for ``format: sae``, ``{file name: sha256}`` for ``cfg.json`` and
+    the one ``.safetensors`` weights file of the folder."""
+    format: Literal["safetensors", "sae"] = "safetensors"
+    """``safetensors`` (a tensor file) or ``sae`` (a folder: ``cfg.json`` + ``W_enc, b_enc, W_dec, b_dec``
+    weights, see :mod:`steerplug.sae`)."""
+
+    @model_validator(mode="after")
+    def _digests_match_format(self) -> Artifact:
+        if self.format == "safetensors" and not isinstance(self.sha256, str):
+            raise ValueError("a safetensors artifact has one sha256 string")
+        if self.format == "sae":
+            names = sorted(self.sha256) if isinstance(self.sha256, dict) else []
+            weights = [n for n in names if n.endswith(".safetensors")]
+            if "cfg.json" not in names or len(weights) != 1 or len(names) != 2:
+                raise ValueError("an sae artifact pins exactly two files by sha256: cfg.json and one "
+                                 ".safetensors weights file")
+        return self
+
+    def files(self) -> dict[str, str]:
+        """``{path relative to the recipe folder: sha256}`` of every file this artifact reads."""
+        if isinstance(self.sha256, str):
+            return {self.path: self.sha256}
+        folder = self.path.rstrip("/")
+        return {f"{folder}/{name}": digest for name, digest in self.sha256.items()}
 
 
 class RecipeBase(StrictModel):
@@ -78,24 +106,35 @@ class RecipeBase(StrictModel):
         default_factory=dict, json_schema_extra={"additionalProperties": False}  # names must match ID_PATTERN
     )
     """Named tensor files; reference a tensor as ``name:tensor``."""
+    monitors: list[MonitorSpec] = Field(default_factory=list)
+    """Activation statistics gathered while the recipe is attached (see docs/probes.md)."""
 
 
-def build_recipe_model(operations: Mapping[str, Operation]) -> type[RecipeBase]:
-    """The ``Recipe`` model for a set of operations (cached per set of spec models)."""
-    return _build(tuple(op.spec_model for op in operations.values()))
+def build_recipe_model(operations: Mapping[str, Operation],
+                       probe_kinds: Mapping[str, ProbeKind] | None = None) -> type[RecipeBase]:
+    """The ``Recipe`` model for a set of operations and probe kinds (cached per set of spec models)."""
+    kinds = tuple(kind.spec_model for kind in (probe_kinds or {}).values())
+    return _build(tuple(op.spec_model for op in operations.values()), kinds)
+
+
+def _union(models: tuple[type[Any], ...], base: type[Any], tag: str) -> Any:
+    if not models:
+        return base
+    if len(models) == 1:
+        return models[0]
+    return Annotated[Union[models], Field(discriminator=tag)]  # noqa: UP007
 
 
 @lru_cache(maxsize=16)
-def _build(spec_models: tuple[type[InterventionBase], ...]) -> type[RecipeBase]:
-    if not spec_models:
-        intervention: Any = InterventionBase
-    elif len(spec_models) == 1:
-        intervention = spec_models[0]
-    else:
-        intervention = Annotated[Union[spec_models], Field(discriminator="op")]  # noqa: UP007
+def _build(spec_models: tuple[type[InterventionBase], ...],
+           probe_models: tuple[type[ProbeBase], ...] = ()) -> type[RecipeBase]:
+    intervention: Any = _union(spec_models, InterventionBase, "op")
+    probe: Any = _union(probe_models, ProbeBase, "kind")
     return create_model(
         "Recipe",
         __base__=RecipeBase,
         __doc__="A steerplug recipe (apiVersion steerplug/v1).",
         interventions=(list[intervention], Field(default_factory=list)),
+        probes=(list[probe], Field(default_factory=list, description="Probes read while the recipe is "
+                                   "attached: per-token scores, aggregated per row (see docs/probes.md).")),
     )

@@ -92,7 +92,7 @@ def _single_problem(error: ValidationError, source: str) -> Problem:
         return _problem(error, source, f"missing required field '{missing}'")
     if kind == "type":
         wanted = value if isinstance(value, list) else [value]
-        names = " or ".join(_TYPE_NAMES.get(w, w) for w in wanted)
+        names = " or ".join(_TYPE_NAMES.get(str(w), str(w)) for w in wanted)
         return _problem(error, source, f"expected {names}, got {_show(instance)}")
     if kind in ("enum", "const"):
         options = value if isinstance(value, list) else [value]

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from steerplug.errors import RecipeError
 from steerplug.plugins import Plugins, get_plugins
-from steerplug.recipe.artifacts import MAX_ARTIFACT_BYTES, TensorTable, load_artifacts
+from steerplug.recipe.artifacts import MAX_ARTIFACT_BYTES, ConfigTable, TensorTable, load_artifact_tables
 from steerplug.recipe.document import RecipeBase
-from steerplug.recipe.parse import MAX_RECIPE_BYTES, parse_document
+from steerplug.recipe.parse import MAX_RECIPE_BYTES, check_size, parse_document
 from steerplug.recipe.sources import OpenedRecipe
 from steerplug.recipe.validate import validate_document
+
+if TYPE_CHECKING:
+    from steerplug.lock import LockGuard
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,8 @@ class Recipe:
     """The bundle folder artifacts were read from."""
     origin: Mapping[str, str] = field(default_factory=dict)
     """Provenance recorded by the source plugin (e.g. a resolved hub commit)."""
+    configs: ConfigTable = field(default_factory=dict, repr=False)
+    """``artifact name → validated config`` for artifacts that carry one (``format: sae``)."""
 
     @property
     def name(self) -> str:
@@ -59,12 +65,15 @@ def load_recipe(
     max_bytes: int = MAX_RECIPE_BYTES,
     max_artifact_bytes: int = MAX_ARTIFACT_BYTES,
     plugins: Plugins | None = None,
+    locked: bool | str | Path | None = None,
 ) -> Recipe:
     """Load, migrate, validate and verify a recipe.
 
     ``ref`` is a path to a ``.yaml``/``.json`` file (or a bundle folder holding ``recipe.yaml``), any
     reference a recipe-source plugin understands, a dict, or an already loaded :class:`Recipe`. A dict's
     artifacts are read relative to ``base_dir``. Raises :class:`RecipeError` listing every problem.
+    ``locked`` (True = ``./steerplug.lock``, or a lockfile path; default ``$STEERPLUG_LOCKED``) refuses a
+    reference that the lockfile does not pin or whose files changed (see :mod:`steerplug.lock`).
     """
     if isinstance(ref, Recipe):
         return ref
@@ -72,10 +81,21 @@ def load_recipe(
     if isinstance(ref, Mapping):
         root = Path(base_dir) if base_dir is not None else None
         return _finish(copy.deepcopy(dict(ref)), name or "<dict>", root, {}, plugins, max_artifact_bytes)
-    opened = open_recipe(str(ref), max_bytes, plugins)
+    guard = _lock_guard(str(ref), locked)
+    opened = open_recipe(guard.open_ref if guard else str(ref), max_bytes, plugins)
     doc = parse_document(opened.data, opened.name, opened.suffix)
+    origin = {**opened.origin, "recipe_sha256": hashlib.sha256(opened.data).hexdigest()}
+    if guard:
+        guard.verify(origin, doc)
     root = Path(base_dir) if base_dir is not None else opened.root
-    return _finish(doc, name or opened.name, root, dict(opened.origin), plugins, max_artifact_bytes)
+    return _finish(doc, name or opened.name, root, origin, plugins, max_artifact_bytes)
+
+
+def _lock_guard(ref: str, locked: bool | str | Path | None) -> LockGuard | None:
+    from steerplug.lock import guard_for, lockfile_for
+
+    lockfile = lockfile_for(locked)
+    return guard_for(ref, lockfile) if lockfile else None
 
 
 def open_recipe(ref: str, max_bytes: int, plugins: Plugins) -> OpenedRecipe:
@@ -84,13 +104,12 @@ def open_recipe(ref: str, max_bytes: int, plugins: Plugins) -> OpenedRecipe:
     if opened is None:
         raise RecipeError.single(ref, "", "no such recipe file, and no recipe source recognises this name",
                                  "give a path to a .yaml/.json recipe or a bundle folder")
-    if len(opened.data) > max_bytes:
-        raise RecipeError.single(opened.name, "", f"document is larger than the {max_bytes}-byte cap")
+    check_size(opened.data, max_bytes, opened.name)  # a source plugin may have ignored max_bytes
     return opened
 
 
 def _finish(doc: dict[str, Any], source: str, root: Path | None, origin: dict[str, str],
             plugins: Plugins, max_artifact_bytes: int) -> Recipe:
     spec = validate_document(doc, source, plugins)
-    tensors = load_artifacts(spec, root, source, max_artifact_bytes)
-    return Recipe(spec=spec, tensors=tensors, source=source, root=root, origin=origin)
+    tensors, configs = load_artifact_tables(spec, root, source, max_artifact_bytes)
+    return Recipe(spec=spec, tensors=tensors, source=source, root=root, origin=origin, configs=configs)

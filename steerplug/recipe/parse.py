@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,8 @@ class _StrictSafeLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 raise _YamlRefusal("YAML merge keys ('<<') are not allowed in recipes", key_node.start_mark)
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise _YamlRefusal("mapping keys must be plain names, not lists or mappings", key_node.start_mark)
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise _YamlRefusal(f"duplicate key '{key}'", key_node.start_mark)
@@ -87,6 +90,13 @@ class _YamlRefusal(yaml.YAMLError):
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed in recipes")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text} is too large")
+    return value
 
 
 def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -121,7 +131,8 @@ def parse_document(data: bytes, name: str, suffix: str = ".yaml") -> dict[str, A
 
 def _parse_json(text: str, name: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_refuse_duplicate_keys)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
+                          object_pairs_hook=_refuse_duplicate_keys)
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise RecipeError.single(name, "", f"invalid JSON at {where}: {exc.msg}") from None
@@ -139,4 +150,7 @@ def _parse_yaml(text: str, name: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context = getattr(exc, "context", None)
+        if context and problem.startswith("but "):  # PyYAML splits "expected X, but found Y" in two
+            problem = f"{context}, {problem}"
         raise RecipeError.single(name, "", f"invalid YAML at {where}{problem}") from None

@@ -24,12 +24,14 @@ def schema_file_name(api_version: str = CURRENT_API_VERSION) -> str:
 
 def recipe_json_schema(plugins: Plugins) -> dict[str, Any]:
     """The JSON Schema of the current apiVersion for the operations registered in ``plugins``."""
-    return json.loads(_schema_text(tuple(sorted(plugins.operations.items())), plugins.generation))
+    return json.loads(_schema_text(tuple(sorted(plugins.operations.items())), plugins.generation,
+                                   tuple(sorted(plugins.probe_kinds.items()))))
 
 
 @lru_cache(maxsize=8)
-def _schema_text(operations: tuple[tuple[str, Any], ...], generation: int) -> str:
-    model = build_recipe_model(dict(operations))
+def _schema_text(operations: tuple[tuple[str, Any], ...], generation: int,
+                 probe_kinds: tuple[tuple[str, Any], ...] = ()) -> str:
+    model = build_recipe_model(dict(operations), dict(probe_kinds))
     schema = model.model_json_schema(by_alias=True, mode="validation")
     head = {
         "$schema": SCHEMA_DIALECT,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from steerplug.errors import Problem, did_you_mean, json_pointer
+from steerplug.probes.validate import probe_problems
 from steerplug.recipe.spec import ARTIFACT_REF_PATTERN, SourceSpec
 from steerplug.sites.base import UNLAYERED_SITES
 
@@ -31,7 +32,7 @@ def semantic_problems(spec: RecipeBase, source: str, plugins: Plugins) -> list[P
         seen.setdefault(item.id, index)
         problems.extend(_layer_problems(item, here, source))
         problems.extend(_reference_problems(item, here, spec, source, plugins))
-    return problems
+    return problems + probe_problems(spec, source, plugins, _reference_problems)
 
 
 def _layer_problems(item: Any, here: str, source: str) -> list[Problem]:
@@ -68,10 +69,27 @@ def _vector_fields(item: Any) -> list[tuple[str, Any]]:
 def _source_problems(value: SourceSpec, pointer: str, source: str, plugins: Plugins) -> list[Problem]:
     registered = plugins.vector_sources.get(value.source)
     if registered is None:
-        hint = did_you_mean(value.source, plugins.vector_sources) or "no vector-source plugin is installed"
+        names = sorted(plugins.vector_sources)
+        hint = did_you_mean(value.source, names) or (
+            "expected one of: " + ", ".join(names) if names else "no vector-source plugin is installed")
         return [Problem(source, f"{pointer}/source", f"unknown vector source '{value.source}'", hint)]
     try:
         registered.spec_model.model_validate(value.model_dump())
     except ValidationError as exc:
-        return [Problem(source, pointer + json_pointer(err["loc"]), err["msg"]) for err in exc.errors()]
+        return [pydantic_problem(source, pointer, list(err["loc"]), err) for err in exc.errors()]
     return []
+
+
+def pydantic_problem(source: str, prefix: str, loc: list[Any], err: Any) -> Problem:
+    """A pydantic error at ``prefix`` + ``loc``, worded like the JSON Schema problems."""
+    kind, field = err["type"], loc[-1] if loc else None
+    if kind == "missing" and field is not None:
+        return Problem(source, prefix + json_pointer(loc[:-1]), f"missing required field '{field}'")
+    if kind == "extra_forbidden" and field is not None:
+        return Problem(source, prefix + json_pointer(loc[:-1]), f"unknown field '{field}'")
+    if kind == "finite_number":
+        return Problem(source, prefix + json_pointer(loc), f"expected a finite number, got {err['input']!r}")
+    message = err["msg"]
+    for noise in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(noise)
+    return Problem(source, prefix + json_pointer(loc), message)

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from steerplug.probes.conditions import Condition
+
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 SITE_NAME_PATTERN = r"^[a-z_]+$"
 LAYER_RANGE_PATTERN = r"^(all|-?[0-9]*:-?[0-9]*)$"
@@ -116,6 +118,8 @@ class InterventionBase(StrictModel):
     schedule: Schedule | None = None
     enabled: bool = True
     """Whether the intervention starts enabled (``handle.enable``/``disable`` toggle it later)."""
+    when: Condition | None = None
+    """Gate on probes, per row and per step, e.g. ``{probe: negativity, above: 0.7}`` (see docs/probes.md)."""
 
     @field_validator("strength")
     @classmethod

@@ -11,11 +11,12 @@ import jsonschema
 from pydantic import ValidationError
 
 from steerplug.errors import Problem, RecipeError, did_you_mean, json_pointer
+from steerplug.probes.validate import probe_name_problems
 from steerplug.recipe.document import RecipeBase, build_recipe_model
 from steerplug.recipe.errors_jsonschema import problems_from_schema_error
 from steerplug.recipe.migrate import migrate
 from steerplug.recipe.schema import recipe_json_schema
-from steerplug.recipe.semantics import semantic_problems
+from steerplug.recipe.semantics import pydantic_problem, semantic_problems
 from steerplug.sites.base import SITES
 
 if TYPE_CHECKING:
@@ -49,16 +50,22 @@ def _name_problems(doc: dict[str, Any], source: str, plugins: Plugins) -> list[P
         here = json_pointer(["interventions", index])
         op = item.get("op")
         if op is None:
-            problems.append(Problem(source, here, "missing required field 'op'",
-                                    did_you_mean("", plugins.operations)))
+            problems.append(Problem(source, here, "missing required field 'op'", _op_hint("", plugins)))
         elif not isinstance(op, str) or op not in plugins.operations:
-            problems.append(Problem(source, f"{here}/op", f"unknown operation {op!r}",
-                                    did_you_mean(str(op), plugins.operations)))
+            problems.append(Problem(source, f"{here}/op", f"unknown operation {op!r}", _op_hint(str(op), plugins)))
         site = item.get("site")
         if isinstance(site, str) and site not in SITES:
             problems.append(Problem(source, f"{here}/site", f"unknown site {site!r}",
                                     did_you_mean(site, SITES)))
-    return problems
+    return problems + probe_name_problems(doc, source, plugins)
+
+
+def _op_hint(word: str, plugins: Plugins) -> str:
+    """A close operation name, else every installed one (however many plugins add)."""
+    close = did_you_mean(word, plugins.operations) if word else None
+    if close and close.startswith("did you mean"):
+        return close
+    return "expected one of: " + ", ".join(sorted(plugins.operations))
 
 
 def _schema_problems(doc: dict[str, Any], source: str, plugins: Plugins) -> list[Problem]:
@@ -70,35 +77,19 @@ def _schema_problems(doc: dict[str, Any], source: str, plugins: Plugins) -> list
 
 
 def _pydantic(doc: dict[str, Any], source: str, plugins: Plugins) -> tuple[RecipeBase | None, list[Problem]]:
-    model = build_recipe_model(plugins.operations)
+    model = build_recipe_model(plugins.operations, plugins.probe_kinds)
     try:
         return model.model_validate(doc), []
     except ValidationError as exc:
-        problems = [
-            Problem(source, json_pointer(_strip_tags(err["loc"], plugins)), _message(err))
-            for err in exc.errors()
-        ]
+        problems = [pydantic_problem(source, "", _strip_tags(err["loc"], plugins), err) for err in exc.errors()]
         return None, _dedupe(problems)
 
 
 def _strip_tags(loc: tuple[Any, ...], plugins: Plugins) -> list[Any]:
-    # Discriminated unions insert the tag (the op name) after the list index; it is not part of the document.
-    parts = list(loc)
+    # Discriminated unions insert the tag (op or probe kind) after the list index; it is not part of the document.
+    parts, tags = list(loc), {*plugins.operations, *plugins.probe_kinds}
     return [p for i, p in enumerate(parts) if not (i > 0 and isinstance(parts[i - 1], int)
-                                                    and isinstance(p, str) and p in plugins.operations)]
-
-
-def _message(err: Any) -> str:
-    if err["type"] == "finite_number":
-        return f"expected a finite number, got {err['input']!r}"
-    return _clean(err["msg"])
-
-
-def _clean(message: str) -> str:
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if message.startswith(prefix):
-            return message[len(prefix):]
-    return message
+                                                    and isinstance(p, str) and p in tags)]
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:
