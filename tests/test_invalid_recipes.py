@@ -86,7 +86,8 @@ def test_cli_validate_accepts_documents_that_only_misfit_a_model(case: Case, tmp
     path = case.materialize(tmp_path)
     code, lines, _ = _validate(capsys, path)
     count = len(steerplug.load_recipe(str(path)).spec.interventions)
-    assert (code, lines) == (0, [f"{path}: valid (steerplug/v1, {count} interventions)"])
+    noun = "intervention" if count == 1 else "interventions"
+    assert (code, lines) == (0, [f"{path}: valid (steerplug/v1, {count} {noun})"])
 
 
 def test_cli_validate_reports_every_file_in_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -112,7 +113,8 @@ def test_valid_recipe_loads_validates_and_attaches(path: Path, capsys: pytest.Ca
     recipe = steerplug.load_recipe(str(path))
     count = len(recipe.spec.interventions)
     code, lines, err = _validate(capsys, path)
-    assert (code, lines, err) == (0, [f"{path}: valid (steerplug/v1, {count} interventions)"], "")
+    noun = "intervention" if count == 1 else "interventions"
+    assert (code, lines, err) == (0, [f"{path}: valid (steerplug/v1, {count} {noun})"], "")
     target = model("llama-tiny")
     with steerplug.steer(target, recipe) as handle:
         assert len(handle.ids) == count
@@ -142,3 +144,29 @@ def test_cli_validate_refuses_an_oversized_document(tmp_path: Path, capsys: pyte
     code, lines, _ = _validate(capsys, path)
     hint = "(recipes hold settings; put tensors in safetensors artifacts)"
     assert (code, lines) == (1, [f"{path}: /: document is larger than the 1048576-byte cap {hint}"])
+
+
+def test_float_fields_of_every_operation_refuse_nan_and_inf() -> None:
+    from tests.helpers.models import recipe
+
+    for field, value in (("value", float("nan")), ("value", float("inf"))):
+        item = {"id": "c", "op": "clamp", "site": "resid_post", "layers": 0, "vector": [1.0], field: value}
+        with pytest.raises(steerplug.RecipeError) as info:
+            steerplug.load_recipe(recipe(item))
+        assert [str(p) for p in info.value.problems] == [
+            f"<dict>: /interventions/0/{field}: expected a finite number, got {value}"]
+
+
+def test_bundle_folder_without_recipe_says_what_a_bundle_holds(tmp_path: Path) -> None:
+    with pytest.raises(steerplug.RecipeError) as info:
+        steerplug.load_recipe(str(tmp_path))
+    assert str(info.value) == (f"{tmp_path}: /: folder has no recipe.yaml (a bundle folder holds recipe.yaml, "
+                               "its .safetensors and README.md)")
+
+
+def test_a_negative_layer_naming_a_listed_layer_says_which() -> None:
+    from steerplug.runtime.binding import resolve_layers
+
+    with pytest.raises(ValueError) as info:
+        resolve_layers([1, -2], 3)
+    assert info.value.args[0] == "layer -2 (= layer 1) is listed twice"

@@ -206,3 +206,12 @@ def test_migration_cycle_is_an_error_not_a_hang() -> None:
     with pytest.raises(RecipeError) as exc:
         migrate({"apiVersion": "steerplug/v0"}, "loop.yaml", steps)
     assert _lines(exc) == ["loop.yaml: /apiVersion: migration cycle at steerplug/v0"]
+
+
+def test_v1alpha1_top_level_name_is_kept_when_metadata_has_no_name() -> None:
+    from steerplug.builtin_plugins.migrations_v1 import upgrade_v1alpha1
+
+    upgraded = upgrade_v1alpha1({"apiVersion": "steerplug/v1alpha1", "name": "old", "metadata": {"version": "2"}})
+    assert upgraded["metadata"] == {"name": "old", "version": "2"}
+    kept = upgrade_v1alpha1({"apiVersion": "steerplug/v1alpha1", "name": "old", "metadata": {"name": "new"}})
+    assert kept["metadata"] == {"name": "new"}

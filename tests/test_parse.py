@@ -220,10 +220,17 @@ def test_cap_holds_for_source_plugins_that_ignore_it() -> None:
 
 @pytest.mark.parametrize(("name", "line"), [
     ("missing.yaml", "{tmp}/missing.yaml: /: file not found"),
-    ("folder", "{tmp}/folder/recipe.yaml: /: file not found"),
+    ("folder", "{tmp}/folder: /: folder has no recipe.yaml "
+               "(a bundle folder holds recipe.yaml, its .safetensors and README.md)"),
 ])
 def test_missing_files(name: str, line: str, tmp_path: Path) -> None:
     (tmp_path / "folder").mkdir()
     with pytest.raises(RecipeError) as exc:
         steerplug.load_recipe(str(tmp_path / name))
     assert str(exc.value) == line.replace("{tmp}", str(tmp_path))
+
+
+def test_plain_scalars_follow_yaml_1_2() -> None:
+    doc = parse_document(b"a: yes\nb: on\nc: true\nd: 2024-01-01\ne: 1e3\nf: False\ng: 3\nh: null\n", "x.yaml")
+    assert doc == {"a": "yes", "b": "on", "c": True, "d": "2024-01-01", "e": 1000.0, "f": False, "g": 3,
+                   "h": None}

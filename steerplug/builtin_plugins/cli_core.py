@@ -32,7 +32,8 @@ def _run_validate(args: argparse.Namespace) -> int:
             continue
         if not args.quiet:
             count = len(getattr(recipe.spec, "interventions", []))
-            print(f"{file}: valid ({recipe.spec.apiVersion}, {count} interventions)")
+            noun = "intervention" if count == 1 else "interventions"
+            print(f"{file}: valid ({recipe.spec.apiVersion}, {count} {noun})")
     return 1 if failed else 0
 
 

@@ -18,8 +18,11 @@ _RENAMED_INTERVENTION_KEYS = {"type": "op", "layer": "layers", "coefficient": "s
 def upgrade_v1alpha1(doc: dict[str, Any]) -> dict[str, Any]:
     """Map a ``steerplug/v1alpha1`` document to ``steerplug/v1`` (pure function, lossless)."""
     out = {k: v for k, v in doc.items() if k not in {"name", "checksums"}}
-    if "name" in doc and "metadata" not in doc:
-        out["metadata"] = {"name": doc["name"]}
+    if "name" in doc:
+        metadata = doc.get("metadata")
+        metadata = dict(metadata) if isinstance(metadata, dict) else {}
+        metadata.setdefault("name", doc["name"])  # an explicit metadata.name wins; nothing else is dropped
+        out["metadata"] = metadata
     checksums = doc.get("checksums") or {}
     artifacts = doc.get("artifacts")
     if isinstance(artifacts, dict):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from steerplug.errors import RecipeError
 from steerplug.hookspecs import hookimpl
 from steerplug.recipe.parse import read_capped
 from steerplug.recipe.sources import OpenedRecipe
@@ -24,7 +25,10 @@ def steerplug_open_recipe(ref: str, max_bytes: int) -> OpenedRecipe | None:
     path = Path(ref).expanduser()
     if path.is_dir():
         found = next((path / n for n in BUNDLE_RECIPE_NAMES if (path / n).is_file()), None)
-        path = found or path / BUNDLE_RECIPE_NAMES[0]
+        if found is None:
+            raise RecipeError.single(ref, "", "folder has no recipe.yaml",
+                                     "a bundle folder holds recipe.yaml, its .safetensors and README.md")
+        path = found
     data = read_capped(path, max_bytes, name=str(path) if path != Path(ref) else ref)
     return OpenedRecipe(name=ref if path == Path(ref) else str(path), data=data, root=path.parent,
                         suffix=path.suffix or ".yaml", origin={"kind": "file", "path": str(path.resolve())})

@@ -41,8 +41,8 @@ def check_size(data: bytes, max_bytes: int, name: str) -> None:
 
 
 class _StrictSafeLoader(yaml.SafeLoader):
-    """SafeLoader that refuses explicit tags, anchors/aliases and duplicate keys, and reads YAML 1.2
-    floats such as ``1e3``."""
+    """SafeLoader that refuses explicit tags, anchors/aliases and duplicate keys, and resolves plain
+    scalars by YAML 1.2 rules (see below)."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
@@ -76,6 +76,16 @@ def _implicit(event: Any) -> bool:
     return bool(implicit)
 
 
+# YAML 1.2 core schema: only true/false are booleans (not yes/no/on/off), dates stay strings, and
+# exponent floats without a dot (1e3) are floats.
+_YAML11_ONLY = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp"}
+_StrictSafeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in entries if tag not in _YAML11_ONLY]
+    for first, entries in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StrictSafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 _StrictSafeLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
 )

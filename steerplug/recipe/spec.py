@@ -19,7 +19,7 @@ ARTIFACT_REF_PATTERN = r"^[A-Za-z0-9_.-]+:[A-Za-z0-9_.@/-]+$"
 class StrictModel(BaseModel):
     """Base of every recipe model: frozen, unknown fields are errors, field docstrings become descriptions."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 LayerSpec = Annotated[
@@ -88,13 +88,17 @@ def _finite(value: Any) -> Any:
     return value
 
 
+# Inline numbers admit NaN/inf at parse time so that the after-validator can say "vector contains NaN or
+# infinite values" once for the whole field (scalar float fields are refused by ``allow_inf_nan=False``).
+_Number = Annotated[float, Field(allow_inf_nan=True)]
+
 VectorSpec = Annotated[
-    list[float] | Annotated[str, Field(pattern=ARTIFACT_REF_PATTERN)] | SourceSpec,
+    list[_Number] | Annotated[str, Field(pattern=ARTIFACT_REF_PATTERN)] | SourceSpec,
     AfterValidator(_finite),
     Field(description="Inline numbers, an artifact reference 'artifact:tensor', or a vector source."),
 ]
 DirectionsSpec = Annotated[
-    list[float] | list[list[float]] | Annotated[str, Field(pattern=ARTIFACT_REF_PATTERN)] | SourceSpec,
+    list[_Number] | list[list[_Number]] | Annotated[str, Field(pattern=ARTIFACT_REF_PATTERN)] | SourceSpec,
     AfterValidator(_finite),
     Field(description="One direction or several (rows), inline, as 'artifact:tensor', or a vector source."),
 ]

@@ -49,6 +49,7 @@ def resolve_layers(spec: int | list[int] | str, num_layers: int) -> list[int]:
                              f"the model has {num_layers} layers: 0..{num_layers - 1}, or -{num_layers}..-1")
         index = layer % num_layers
         if index in resolved:
-            raise ValueError(f"layer {layer} is listed twice")
+            same = f" (= layer {index})" if layer != index else ""
+            raise ValueError(f"layer {layer}{same} is listed twice")
         resolved.append(index)
     return resolved
