@@ -256,3 +256,15 @@ def test_cli_bad_model_is_one_line_and_nonzero(capsys: pytest.CaptureFixture[str
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1 and "unknown model type 'not-a-model'" in captured.err
+
+
+def test_discovery_is_reused_until_the_module_tree_changes() -> None:
+    from steerplug.sites.tiny import tiny_model
+
+    model = tiny_model("llama")
+    first = resolve_adapter(model)
+    assert resolve_adapter(model) is first
+    model.model.layers[0].mlp = torch.nn.Identity()  # a structural change must be rediscovered
+    again = resolve_adapter(model)
+    assert again is not first
+    assert again.resolve("resid_post", 0).module is model.model.layers[0]

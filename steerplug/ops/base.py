@@ -39,6 +39,9 @@ class OpTarget:
     """Name of the recipe document, for error messages."""
     pointer: str = ""
     """JSON pointer of the intervention being compiled, e.g. ``/interventions/2``."""
+    recipe: Any = None
+    """The :class:`steerplug.recipe.load.Recipe` being compiled, for operations that read whole artifacts
+    (``recipe.tensors``, ``recipe.configs``: e.g. sparse autoencoders) or tensors of their own shape."""
 
     def where(self, field: str) -> tuple[str, str]:
         """``(source, pointer)`` locating ``field`` of this intervention, for :class:`RecipeError`."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from steerplug.errors import Problem, RecipeError, SiteError, json_pointer
+from steerplug.moe import output_finisher
 from steerplug.ops.base import OpTarget
 from steerplug.runtime.binding import binding_problems, resolve_layers
 from steerplug.runtime.masks import Activation
@@ -25,7 +27,7 @@ Placed = list[tuple[SiteBinding, CompiledEntry]]
 def placement(module: torch.nn.Module, model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
     """Device and activation dtype of a module (its first floating parameter, else the model's)."""
     for candidate in (module, model):
-        for tensor in (*candidate.parameters(), *candidate.buffers()):
+        for tensor in itertools.chain(candidate.parameters(), candidate.buffers()):  # lazily: stop at the first
             if tensor.is_floating_point():
                 return tensor.device, tensor.dtype
     return torch.device("cpu"), torch.get_default_dtype()
@@ -69,6 +71,7 @@ def _compile_item(model: torch.nn.Module, recipe: Recipe, index: int, item: Any,
             activation=activation,
             strength=torch.tensor(item.strength, device=device, dtype=dtype),
             enabled=torch.tensor(item.enabled, device=device),
+            finish_output=output_finisher(binding, adapter.info, recipe.source, pointer),
         )
         placed.append((binding, entry))
     return placed
@@ -97,5 +100,5 @@ def _target(binding: SiteBinding, model: torch.nn.Module, adapter: SiteAdapter, 
         return resolve_vector(spec, field, recipe, target, plugins)
 
     target = OpTarget(binding=binding, model=model, info=adapter.info, device=device, dtype=dtype,
-                      resolve_vector=resolve, source=recipe.source, pointer=pointer)
+                      resolve_vector=resolve, source=recipe.source, pointer=pointer, recipe=recipe)
     return target

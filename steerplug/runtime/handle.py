@@ -12,6 +12,7 @@ from steerplug.errors import SteerplugError, did_you_mean
 from steerplug.runtime.runner import CompiledEntry
 
 if TYPE_CHECKING:
+    from steerplug.probes.attach import Readings
     from steerplug.recipe.load import Recipe
     from steerplug.runtime.host import Host
 
@@ -24,6 +25,8 @@ class Handle:
         self.recipes: tuple[Recipe, ...] = tuple(recipes)
         self.entries: list[CompiledEntry] = []
         self._host: Host | None = host
+        self.readings: Readings | None = None
+        """Probes and monitors of the attached recipes (None when they have none)."""
 
     @property
     def attached(self) -> bool:
@@ -62,6 +65,24 @@ class Handle:
         """Turn an intervention off without detaching (its hook stays, its edit is skipped exactly)."""
         for entry in self._select(intervention):
             entry.enabled.fill_(False)
+
+    def probe_scores(self, probe: str, *, per_token: bool | None = None) -> torch.Tensor:
+        """A probe's scores since the last prompt: ``[B, T]`` per token for ``aggregate: per_token`` (or
+        ``per_token=True``), else the aggregate ``[B]``; ``probe`` is ``id`` or ``recipe/id``."""
+        return self._readings().scores(probe, per_token)
+
+    def probe_trace(self, probe: str) -> torch.Tensor:
+        """A probe's aggregate after every token since the last prompt, ``[B, T]``."""
+        return self._readings().probe(probe).trace()
+
+    def monitor_stats(self) -> list[dict[str, object]]:
+        """One row of statistics per monitored (site, layer), accumulated since attach."""
+        return self._readings().stats()
+
+    def _readings(self) -> Readings:
+        if self.readings is None:
+            raise SteerplugError("this handle has no probes or monitors (declare them under 'probes:'/'monitors:')")
+        return self.readings
 
     def _select(self, intervention: str) -> list[CompiledEntry]:
         recipe, _, name = intervention.rpartition("/")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -58,6 +59,13 @@ def schedule_weight(schedule: Schedule, ctx: ForwardContext) -> torch.Tensor:
     return torch.where(ctx.generated_step < 0, torch.ones_like(weight), weight)
 
 
+_VALID_KEY = ("valid",)
+
+
+def _valid(ctx: ForwardContext) -> torch.Tensor:
+    return ctx.valid
+
+
 @dataclass(frozen=True)
 class Activation:
     """Where an intervention applies: its positions (one spec or a union) and its schedule."""
@@ -65,7 +73,7 @@ class Activation:
     positions: Any
     schedule: Schedule | None
 
-    @property
+    @cached_property
     def key(self) -> str:
         """Stable key, so interventions with the same positions share one mask per forward."""
         def dump(value: Any) -> Any:
@@ -75,10 +83,28 @@ class Activation:
             self.positions)
         return json.dumps({"p": positions, "s": dump(self.schedule)}, sort_keys=True)
 
-    @property
+    @cached_property
     def decays(self) -> bool:
         """Whether the strength varies over generated steps."""
         return self.schedule is not None and self.schedule.decay != "none"
+
+    @cached_property
+    def everywhere(self) -> bool:
+        """Every real token, always (``positions: all`` or a union holding it, no schedule)."""
+        specs = self.positions if isinstance(self.positions, list) else [self.positions]
+        return self.schedule is None and any(spec == "all" for spec in specs)
+
+    @cached_property
+    def mask_key(self) -> tuple[str, str]:
+        """Memo key of :meth:`mask` in a :class:`ForwardContext` (shared by runners and probes)."""
+        return ("mask", self.key)
+
+    def mask_or_none(self, ctx: ForwardContext, device: torch.device) -> torch.Tensor | None:
+        """:meth:`mask` on ``device``, or None when it is provably all True from host-known facts
+        (everywhere, and no padding possible): the hot path then skips masking altogether."""
+        if self.everywhere:
+            return ctx.cached(_VALID_KEY, device, _valid) if ctx.padded else None
+        return ctx.cached(self.mask_key, device, self.mask)
 
     def mask(self, ctx: ForwardContext) -> torch.Tensor:
         """``[B, T]`` bool: True where the intervention edits (never on padding)."""

@@ -38,6 +38,10 @@ class CompiledEntry:
     gates: list[Gate] = field(default_factory=list)
     """Extra conditions (probe gating, per-row selection): each returns a bool tensor broadcastable to
     ``[B, T]`` (e.g. ``[B, 1]`` per row) on ``device``; the entry edits only where all gates hold."""
+    finish_output: Callable[[Any, torch.Tensor], Any] | None = None
+    """``finish_output(output, y)`` rebuilds the module's output from the edited activation ``y`` where
+    replacing element 0 is not enough (MoE routers select experts inside the module: see
+    :mod:`steerplug.moe`); None means :func:`replace_output`."""
 
 
 def fit_to(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -94,7 +98,8 @@ class SiteRunner:
         x = output_activation(output)
         if x is None:
             raise RuntimeError(f"steerplug: no output activation found on {type(module).__name__}")
-        return replace_output(output, self.apply(x))
+        finish = next((e.finish_output for e in self.entries if e.finish_output is not None), replace_output)
+        return finish(output, self.apply(x))
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """Run every entry, in order, on the activation ``x``."""
@@ -113,14 +118,23 @@ class SiteRunner:
 
 def _run_entry(entry: CompiledEntry, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
     activation = entry.activation
-    mask = ctx.cached(("mask", activation.key), x.device, activation.mask)
+    mask = activation.mask_or_none(ctx, x.device)  # None: every token, no padding (host-known)
     alpha = entry.strength
     if activation.decays:
-        schedule = activation.schedule
-        assert schedule is not None
-        weight = ctx.cached(("weight", activation.key, x.dtype), x.device,
-                            lambda c: schedule_weight(schedule, c).to(x.dtype))
-        alpha = alpha * fit_to(weight, x)
+        alpha = alpha * fit_to(ctx.cached(("weight", activation.key, x.dtype), x.device,
+                                          _weight_builder(activation, x.dtype)), x)
     for gate in entry.gates:
-        mask = mask & gate(ctx, x.device)
-    return torch.where(fit_to(mask, x) & entry.enabled, entry.edit(x, alpha), x)
+        held = gate(ctx, x.device)
+        mask = held if mask is None else mask & held
+    edited = entry.edit(x, alpha)
+    if mask is None:
+        return torch.where(entry.enabled, edited, x)
+    if int(mask.shape[1]) != ctx.length:  # a per-row gate [B, 1] alone
+        mask = mask.expand(ctx.batch_size, ctx.length)
+    return torch.where(fit_to(mask, x) & entry.enabled, edited, x)
+
+
+def _weight_builder(activation: Activation, dtype: torch.dtype) -> Callable[[ForwardContext], torch.Tensor]:
+    schedule = activation.schedule
+    assert schedule is not None
+    return lambda ctx: schedule_weight(schedule, ctx).to(dtype)
