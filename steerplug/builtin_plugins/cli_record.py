@@ -1,0 +1,81 @@
+"""Built-in CLI command ``steerplug record``: record site activations of one prompt to a safetensors file.
+
+    steerplug record --model demo --sites resid_post=2,3 mlp_act=all --prompt "el gato" --out rec/
+    steerplug record --model demo --recipe-sites recipe.yaml --token-ids 1,5,9 --out rec/
+
+The file (``recordings.safetensors`` in ``--out``) holds ``<site>.<layer>`` tensors ``[T, width]`` that
+``patch`` / ``subspace_patch`` replay (``recording: <artifact>:<site>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from steerplug.cli.command import Command
+from steerplug.errors import SteerplugError
+from steerplug.hookspecs import hookimpl
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="'demo', a local model folder or a hub id (cached)")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--sites", nargs="+", metavar="SITE=LAYERS",
+                       help="sites to record, e.g. resid_post=2,3 mlp_act=all final_norm")
+    which.add_argument("--recipe-sites", metavar="RECIPE", help="record the sites and layers a recipe edits")
+    prompt = parser.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", help="prompt text (encoded with the model's tokenizer)")
+    prompt.add_argument("--token-ids", help="prompt token ids, comma-separated")
+    parser.add_argument("--out", required=True, help="output folder (or .safetensors file)")
+
+
+def parse_sites(items: list[str]) -> dict[str, Any]:
+    """``['resid_post=2,3', 'mlp_act=all', 'final_norm']`` → ``{site: layers}``."""
+    sites: dict[str, Any] = {}
+    for item in items:
+        site, _, layers = item.partition("=")
+        if not layers:
+            sites[site] = None
+        elif layers == "all" or ":" in layers:
+            sites[site] = layers
+        else:
+            try:
+                sites[site] = [int(x) for x in layers.split(",")]
+            except ValueError:
+                raise SteerplugError(f"bad layers in '{item}'", "e.g. resid_post=2,3 or resid_post=all") from None
+    return sites
+
+
+def _run(args: argparse.Namespace) -> int:
+    from steerplug.cli.models import load_causal_lm
+    from steerplug.recording import record
+
+    try:
+        model, tokenizer = load_causal_lm(args.model)
+        if args.token_ids is not None:
+            ids = [int(x) for x in args.token_ids.split(",")]
+        else:
+            ids = list(tokenizer(args.prompt)["input_ids"])
+        sites = parse_sites(args.sites) if args.sites else args.recipe_sites
+        out = Path(args.out)
+        if out.suffix != ".safetensors":
+            out.mkdir(parents=True, exist_ok=True)
+        path = record(model, sites, ids).save(out)
+    except (SteerplugError, ValueError, OSError) as error:
+        print(f"steerplug record: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} ({len(ids)} positions)")
+    return 0
+
+
+RECORD_COMMAND = Command("record", "record site activations of one prompt (for patch / subspace_patch)",
+                         _configure, _run)
+
+
+@hookimpl(trylast=True)
+def steerplug_register_commands(register: Callable[[Command], None]) -> None:
+    """Register the ``record`` command."""
+    register(RECORD_COMMAND)
