@@ -1,0 +1,82 @@
+"""``steerplug probe train MODEL --data FILE --out DIR``: fit probes per layer and write the best as a bundle."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from steerplug.cli.command import Command
+from steerplug.hookspecs import hookimpl
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    train = sub.add_parser("train", help="fit a probe per layer on labelled JSONL (text, label)",
+                           description="Fit a probe per layer, report held-out accuracy and AUROC, write the best "
+                                       "layer's probe as a recipe bundle.")
+    train.add_argument("model", help="'demo', a local model folder or a hub id")
+    train.add_argument("--data", required=True, help="JSONL with 'text' and 'label' (0/1)")
+    train.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    train.add_argument("--site", default="resid_post")
+    train.add_argument("--layers", default="all", help="an index, a list '1,2', a range '2:6' or 'all'")
+    train.add_argument("--kind", choices=["logistic", "linear"], default="logistic")
+    train.add_argument("--aggregate", choices=["mean", "max", "last"], default="mean")
+    train.add_argument("--id", default="probe", help="probe id (and recipe name)")
+    train.add_argument("--test-fraction", type=float, default=0.25)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--max-length", type=int, default=512)
+    train.add_argument("--overwrite", action="store_true")
+    train.add_argument("--no-plots", action="store_true")
+    train.add_argument("--device", default="cpu")
+
+
+def _layers(text: str, count: int) -> list[int]:
+    from steerplug.errors import SteerplugError
+    from steerplug.runtime.binding import resolve_layers
+
+    spec: Any = [int(p) for p in text.split(",")] if "," in text else int(text) if text.lstrip("-").isdigit() \
+        else text
+    try:
+        return list(resolve_layers(spec, count))
+    except (ValueError, TypeError) as exc:
+        raise SteerplugError(f"--layers {text!r}: {exc.args[0]}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from steerplug.cli.models import load_causal_lm
+    from steerplug.errors import SteerplugError
+    from steerplug.monitors.data import read_records
+    from steerplug.probes.train import best, collect, fit_layer, split
+    from steerplug.probes.train_report import table, write_layer_report, write_probe_bundle
+    from steerplug.sites.adapter import resolve_adapter
+
+    if not 0.0 < args.test_fraction < 1.0:
+        raise SteerplugError("--test-fraction must be between 0 and 1")
+    records = read_records(args.data, need_label=True)
+    texts, labels = [r["text"] for r in records], [int(r["label"]) for r in records]
+    train, test = split(labels, args.test_fraction, args.seed)
+    model, tokenizer = load_causal_lm(args.model, device=args.device)
+    info = resolve_adapter(model).info
+    layers = _layers(args.layers, info.num_layers)
+    features = collect(model, tokenizer, texts, args.site, layers, last_only=args.aggregate == "last",
+                       batch_size=args.batch_size, max_length=args.max_length)
+    fits = [fit_layer(layer, features[layer], labels, train, test, args.kind, args.aggregate) for layer in layers]
+    chosen = best(fits)
+    print(table(fits, chosen))
+    counts = {"train_texts": len(train), "test_texts": len(test)}
+    recipe = write_probe_bundle(args.out, fits, chosen, probe_id=args.id, kind=args.kind, site=args.site,
+                                aggregate=args.aggregate, info=info, counts=counts, overwrite=args.overwrite)
+    extra = write_layer_report(args.out, fits, f"{args.kind} probe on {args.site} ({args.model})", not args.no_plots)
+    print(f"best: layer {chosen.layer} (held-out accuracy {chosen.accuracy:.3f}, AUROC {chosen.auroc:.3f}; "
+          f"{len(train)} train / {len(test)} held-out texts)")
+    print("wrote " + ", ".join(str(p) for p in [recipe, *extra]))
+    return 0
+
+
+@hookimpl(trylast=True)
+def steerplug_register_commands(register: Callable[[Command], None]) -> None:
+    """Register ``probe`` (``probe train``)."""
+    register(Command("probe", "train probes from labelled text (probe train)", _configure, _run))

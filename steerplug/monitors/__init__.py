@@ -1,0 +1,1 @@
+"""Monitors: activation statistics per site and layer, streamed over forwards (``monitors:``, ``steerplug stats``)."""
