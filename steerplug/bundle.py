@@ -20,6 +20,8 @@ from steerplug.recipe.artifacts import sha256_file
 RECIPE_FILE = "recipe.yaml"
 CARD_FILE = "README.md"
 ALLOWED_SUFFIXES = (".yaml", ".md", ".safetensors")
+MAX_CARD_BYTES = 1 << 20
+"""Cap on a README model card."""
 
 
 def write_bundle(folder: str | Path, document: Mapping[str, Any],
@@ -65,8 +67,9 @@ def _prepare(target: Path, overwrite: bool) -> None:
             path.unlink()
 
 
-def render_card(doc: Mapping[str, Any], body: str | None = None) -> str:
-    """The README model card: YAML front matter for the hub, then a human summary."""
+def render_card(doc: Mapping[str, Any], body: str | None = None, ref: str = "path/to/this/bundle") -> str:
+    """The README model card: YAML front matter for the hub, then a human summary; ``ref`` is the reference
+    shown in the usage snippet (e.g. the ``hf://`` address the bundle is pushed to)."""
     metadata = doc.get("metadata", {})
     model = doc.get("model") or {}
     base = (model.get("base") or {}).get("repo")
@@ -85,7 +88,54 @@ def render_card(doc: Mapping[str, Any], body: str | None = None) -> str:
         lines.append(f"| {item.get('id')} | {item.get('op')} | {item.get('site')} | {item.get('layers', '')} | "
                      f"{item.get('strength', 1.0)} |")
     lines += ["", "```python", "import steerplug", "",
-              "handle = steerplug.steer(model, \"path/to/this/bundle\")", "```", ""]
+              f"handle = steerplug.steer(model, \"{ref}\")", "```", ""]
     if body:
         lines += [body.strip(), ""]
     return "\n".join(lines)
+
+
+def read_card(folder: str | Path) -> dict[str, Any]:
+    """The YAML front matter of a bundle's ``README.md`` ({} when there is none), parsed as strict data."""
+    from steerplug.recipe.parse import parse_document, read_capped
+
+    path = Path(folder) / CARD_FILE
+    if not path.is_file():
+        return {}
+    text = read_capped(path, MAX_CARD_BYTES).decode("utf-8", errors="replace")
+    if not text.startswith("---\n"):
+        return {}
+    front, sep, _ = text[4:].partition("\n---")
+    return parse_document(front.encode(), str(path)) if sep and front.strip() else {}
+
+
+def check_bundle(folder: str | Path) -> list[str]:
+    """Validate a bundle folder and return its files (recipe, card, artifacts) as sorted relative paths.
+
+    Refuses, with a :class:`SteerplugError` naming them, symlinks and any file that is not the recipe, the
+    README card or a safetensors artifact the recipe names: a bundle never carries code or pickle. Hidden
+    entries (``.git``, ``.gitattributes``) are ignored and never part of the bundle.
+    """
+    from steerplug.hub.remote import artifact_files
+    from steerplug.recipe.load import load_recipe
+
+    root = Path(folder)
+    if not (root / RECIPE_FILE).is_file():
+        raise SteerplugError(f"'{root}' is not a bundle: it has no {RECIPE_FILE}")
+    recipe = load_recipe(root)  # validates, checks every artifact's sha256
+    allowed = {RECIPE_FILE, CARD_FILE}
+    allowed.update(f.path for a in recipe.spec.artifacts.values() for f in artifact_files(a.path, a.sha256))
+    files: list[str] = []
+    refused: list[str] = []
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue
+        if path.is_symlink():
+            refused.append(f"{relative} (symlink)")
+        elif path.is_file():
+            (files if relative in allowed else refused).append(relative)
+    if refused:
+        raise SteerplugError(f"'{root}' holds files a bundle may not contain: {', '.join(refused)} (a bundle is "
+                             f"{RECIPE_FILE}, {CARD_FILE} and the .safetensors files the recipe names; no code, "
+                             "no pickle)")
+    return files
