@@ -30,30 +30,22 @@ TINY_SIZES: dict[tuple[str, ...], Any] = {
 }
 """Small values for every spelling of a size parameter; only the spellings a config accepts are used."""
 
+# Three layers so that the first (dense) layer and the later MoE layers both exist; small MLA ranks.
+_DEEPSEEK: dict[str, Any] = {
+    "num_hidden_layers": 3,
+    "first_k_dense_replace": 1,
+    "n_group": 1,
+    "topk_group": 1,
+    "q_lora_rank": 16,
+    "kv_lora_rank": 16,
+    "qk_rope_head_dim": 8,
+    "qk_nope_head_dim": 8,
+    "v_head_dim": 16,
+}
+
 TINY_OVERRIDES: dict[str, dict[str, Any]] = {
-    # Three layers so that the first (dense) layer and the later MoE layers both exist.
-    "deepseek_v3": {
-        "num_hidden_layers": 3,
-        "first_k_dense_replace": 1,
-        "n_group": 1,
-        "topk_group": 1,
-        "q_lora_rank": 16,
-        "kv_lora_rank": 16,
-        "qk_rope_head_dim": 8,
-        "qk_nope_head_dim": 8,
-        "v_head_dim": 16,
-    },
-    "deepseek_v2": {
-        "num_hidden_layers": 3,
-        "first_k_dense_replace": 1,
-        "n_group": 1,
-        "topk_group": 1,
-        "q_lora_rank": 16,
-        "kv_lora_rank": 16,
-        "qk_rope_head_dim": 8,
-        "qk_nope_head_dim": 8,
-        "v_head_dim": 16,
-    },
+    "deepseek_v3": _DEEPSEEK,
+    "deepseek_v2": _DEEPSEEK,
     "mpt": {"attn_config": {"attn_impl": "torch"}},
     "falcon": {"new_decoder_architecture": True},
     "qwen2_moe": {"decoder_sparse_step": 1, "mlp_only_layers": []},

@@ -1,0 +1,109 @@
+"""Recipes under ``torch.compile`` with a static KV cache: one graph, no breaks, live strength/enable.
+
+A counting backend (eager execution of the captured graphs) keeps this fast on CPU; ``fullgraph=True``
+makes any graph break, ours or not, an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from transformers import CompileConfig
+
+import steerplug
+from tests.helpers.models import recipe, tiny_llama
+
+PROMPTS = torch.tensor([[0, 5, 9, 14, 3, 7], [0, 0, 0, 21, 8, 30]])  # left padding
+MASK = (PROMPTS != 0).long()
+
+
+class CountingBackend:
+    """A ``torch.compile`` backend that runs captured graphs eagerly and counts them (``backend.compile``
+    is a plain function: transformers deep-copies its compile config, and a function survives that)."""
+
+    def __init__(self) -> None:
+        self.captured: list[torch.fx.GraphModule] = []
+        captured = self.captured
+
+        def compile(graph: torch.fx.GraphModule, inputs: Any, **options: Any) -> Any:
+            captured.append(graph)
+            return graph.forward
+
+        self.compile = compile
+
+    @property
+    def graphs(self) -> int:
+        """Graphs captured so far."""
+        return len(self.captured)
+
+
+def _generate(model: Any, **options: Any) -> torch.Tensor:
+    with torch.no_grad():
+        return model.generate(input_ids=PROMPTS, attention_mask=MASK, max_new_tokens=6, do_sample=False,
+                              pad_token_id=0, eos_token_id=None, cache_implementation="static", **options)
+
+
+def _document(width: int) -> dict[str, Any]:
+    v = (torch.randn(width, generator=torch.Generator().manual_seed(1)) * 8).tolist()
+    return recipe({"id": "v", "op": "add", "site": "resid_post", "layers": 1, "vector": v},
+                  {"id": "g", "op": "add", "site": "resid_post", "layers": 2, "vector": v, "positions": "generated",
+                   "schedule": {"start": 0, "stop": 4, "decay": "linear"}},
+                  {"id": "c", "op": "clamp", "site": "mlp_out", "layers": 0, "vector": v, "value": 0.5,
+                   "positions": "prompt"})
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo() -> Any:
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def test_transformers_auto_compile_matches_eager_and_never_recompiles() -> None:
+    model = tiny_llama()
+    backend = CountingBackend()
+    config = CompileConfig(backend=backend.compile, fullgraph=True, dynamic=False)
+    config._compile_all_devices = True  # transformers compiles on GPUs only unless told
+    plain = _generate(model)
+    with steerplug.steer(model, _document(32)) as handle:
+        eager = _generate(model)
+        compiled = _generate(model, compile_config=config)
+        graphs = backend.graphs
+        handle.set_strength("v", 0.0)
+        handle.disable("g")
+        handle.disable("c")
+        switched_off = _generate(model, compile_config=config)
+        handle.set_strength("v", 1.0)
+        handle.enable("g")
+        handle.enable("c")
+        again = _generate(model, compile_config=config)
+    assert graphs >= 1 and backend.graphs == graphs  # buffers changed in place: no recompilation
+    assert torch.equal(compiled, eager)
+    assert not torch.equal(eager, plain)
+    assert torch.equal(switched_off, plain)  # no stale values baked into the graph
+    assert torch.equal(again, eager)
+
+
+def test_compiled_forward_with_eager_top_level_hooks() -> None:
+    model = tiny_llama()
+    backend = CountingBackend()
+    plain = _generate(model)
+    with steerplug.steer(model, _document(32)) as handle:
+        eager = _generate(model)
+        original = model.forward
+        model.forward = torch.compile(original, backend=backend.compile, fullgraph=True, dynamic=False)
+        try:
+            compiled = _generate(model)
+            graphs = backend.graphs
+            handle.set_strength("v", 0.0)
+            handle.disable("g")
+            handle.disable("c")
+            switched_off = _generate(model)
+        finally:
+            model.forward = original
+    assert torch.equal(compiled, eager)
+    assert not torch.equal(eager, plain)
+    assert backend.graphs == graphs
+    assert torch.equal(switched_off, plain)
