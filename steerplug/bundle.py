@@ -43,7 +43,7 @@ def write_bundle(folder: str | Path, document: Mapping[str, Any],
     for name, table in (tensors or {}).items():
         path = target / f"{name}.safetensors"
         save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in table.items()}, str(path),
-                  metadata={"format": "pt", "steerplug_version": __version__})
+                  metadata={"format": "pt"})  # one key: safetensors orders metadata keys randomly
         artifacts[name] = {"path": path.name, "sha256": sha256_file(path)}
     if not artifacts:
         doc.pop("artifacts")

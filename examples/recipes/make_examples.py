@@ -109,6 +109,35 @@ def examples() -> dict[str, tuple[dict[str, Any], dict[str, dict[str, torch.Tens
             {"id": "ablate-top", "op": "project_out", "site": "resid_post", "layers": 1,
              "basis": {"source": "svd", "differences": "acts:differences", "k": 2}}),
             {"acts": {"differences": differences}}),
+        **basic_examples(generator),
+    }
+
+
+def basic_examples(generator: torch.Generator) -> dict[str, tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]]:
+    """The four built-in operations, each as its paper idea."""
+    concept = {f"concept.{layer}": torch.randn(WIDTH, generator=generator) for layer in (0, 1)}
+    refusal = torch.randn(WIDTH, generator=generator)
+    return {
+        "add": (_doc(
+            "concept-addition", "Contrastive activation addition (Rimsky et al. 2024; ActAdd, Turner et al. "
+            "2023): add a per-layer concept vector to the residual stream of generated tokens.",
+            {"id": "concept", "op": "add", "site": "resid_post", "layers": [0, 1], "vector": "vectors:concept",
+             "strength": 4.0, "positions": "generated"}), {"vectors": concept}),
+        "ablate": (_doc(
+            "refusal-ablation", "Directional ablation (Arditi et al. 2024): project the refusal direction out "
+            "of every layer's residual stream at every position.",
+            {"id": "no-refusal", "op": "ablate", "site": "resid_pre", "layers": "all",
+             "vector": "vectors:refusal"}), {"vectors": {"refusal": refusal}}),
+        "clamp": (_doc(
+            "clamp-coordinate", "Set a concept's coordinate to a fixed value (as in feature clamping), "
+            "whatever the input says.",
+            {"id": "fixed-concept", "op": "clamp", "site": "resid_post", "layers": 1,
+             "vector": "vectors:concept.1", "value": 6.0}), {"vectors": {"concept.1": concept["concept.1"]}}),
+        "scale": (_doc(
+            "damp-direction", "Damp (factor < 1) or amplify (> 1) one direction's component, e.g. halve a "
+            "sentiment direction over the first 16 generated tokens.",
+            {"id": "half", "op": "scale", "site": "resid_post", "layers": [1], "vector": "vectors:concept.1",
+             "factor": 0.5, "schedule": {"start": 0, "stop": 16}}), {"vectors": {"concept.1": concept["concept.1"]}}),
     }
 
 
