@@ -6,11 +6,15 @@ One line steers ``model.generate()``::
 """
 
 from steerplug.errors import Problem, RecipeError, SiteError, SteerplugError
+from steerplug.extract import extract
 from steerplug.hookspecs import hookimpl
 from steerplug.recipe.load import Recipe, load_recipe
+from steerplug.recording import Recording, record
 from steerplug.runtime.handle import Handle
 from steerplug.runtime.steer import steer
 from steerplug.sites.adapter import resolve_adapter as site_adapter
+from steerplug.sweep import sweep
+from steerplug.tokenizers import use_tokenizer
 
 __version__ = "0.1.0"
 
@@ -19,11 +23,16 @@ __all__ = [
     "Problem",
     "Recipe",
     "RecipeError",
+    "Recording",
     "SiteError",
     "SteerplugError",
     "__version__",
+    "extract",
     "hookimpl",
     "load_recipe",
+    "record",
     "site_adapter",
     "steer",
+    "sweep",
+    "use_tokenizer",
 ]

@@ -17,10 +17,12 @@ if TYPE_CHECKING:
 
     from steerplug.cli.command import Command
     from steerplug.ops.base import Operation
+    from steerplug.probes.kinds import ProbeKind
     from steerplug.recipe.sources import OpenedRecipe
     from steerplug.recipe.vectors import VectorSource
     from steerplug.runtime.handle import Handle
     from steerplug.sites.base import SiteAdapter
+    from steerplug.sweep.scorers import Scorer
 
 hookspec = pluggy.HookspecMarker("steerplug")
 hookimpl = pluggy.HookimplMarker("steerplug")
@@ -34,6 +36,11 @@ def steerplug_register_operations(register: Callable[[Operation], None]) -> None
 @hookspec
 def steerplug_register_vector_sources(register: Callable[[VectorSource], None]) -> None:
     """Register vector sources (``vector: {source: name, ...}``) by calling ``register(source)``."""
+
+
+@hookspec
+def steerplug_register_probe_kinds(register: Callable[[ProbeKind], None]) -> None:
+    """Register probe kinds (``kind:`` under ``probes:``) by calling ``register(probe_kind)`` once for each."""
 
 
 @hookspec(firstresult=True)
@@ -56,6 +63,12 @@ def steerplug_open_recipe(ref: str, max_bytes: int) -> OpenedRecipe | None:
 def steerplug_register_migrations(register: Callable[[str, str, Callable[[dict], dict]], None]) -> None:
     """Register document upgrades with ``register(from_api_version, to_api_version, upgrade)``; ``upgrade``
     maps a document dict of the older version to one of the newer version."""
+
+
+@hookspec
+def steerplug_register_scorers(register: Callable[[Scorer], None]) -> None:
+    """Register text scorers (concept effect or quality, used by ``steerplug sweep``) by calling
+    ``register(scorer)``."""
 
 
 @hookspec

@@ -17,7 +17,9 @@ from steerplug import hookspecs
 if TYPE_CHECKING:
     from steerplug.cli.command import Command
     from steerplug.ops.base import Operation
+    from steerplug.probes.kinds import ProbeKind
     from steerplug.recipe.vectors import VectorSource
+    from steerplug.sweep.scorers import Scorer
 
 ENTRY_POINT_GROUP = "steerplug"
 DISABLE_ENTRY_POINTS_ENV = "STEERPLUG_NO_ENTRY_POINTS"
@@ -77,6 +79,16 @@ class Plugins:
         return _by_name(_collect(self.pm.hook.steerplug_register_vector_sources))
 
     @cached_property
+    def probe_kinds(self) -> dict[str, ProbeKind]:
+        """Registered probe kinds by name."""
+        return _by_name(_collect(self.pm.hook.steerplug_register_probe_kinds))
+
+    @cached_property
+    def scorers(self) -> dict[str, Scorer]:
+        """Registered text scorers by name."""
+        return _by_name(_collect(self.pm.hook.steerplug_register_scorers))
+
+    @cached_property
     def commands(self) -> dict[str, Command]:
         """Registered CLI commands by name."""
         return _by_name(_collect(self.pm.hook.steerplug_register_commands))
@@ -105,7 +117,7 @@ class Plugins:
 
     def refresh(self) -> None:
         """Forget computed registries (after registering or unregistering plugins)."""
-        for name in ("operations", "vector_sources", "commands", "migrations"):
+        for name in ("operations", "vector_sources", "probe_kinds", "scorers", "commands", "migrations"):
             self.__dict__.pop(name, None)
         self._generation += 1
 

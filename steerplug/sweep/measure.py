@@ -1,0 +1,146 @@
+"""Generate with (or without) steering and measure the fluency cost exactly.
+
+For each batch the steered next-token logits are taken from ``generate()`` itself (so positions, KV cache
+and schedules are those of real use) and compared with one unsteered forward pass over the same tokens:
+
+* perplexity: ``exp`` of the mean negative log-likelihood of the generated tokens under the *unsteered*
+  model (pooled over tokens);
+* KL: mean over generated tokens of ``KL(p_steered || p_unsteered)`` of the next-token distributions.
+
+Tokens after a row's end-of-sequence token are ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Measured:
+    """Texts generated in one setting and their fluency totals."""
+
+    texts: list[str] = field(default_factory=list)
+    nll_sum: float = 0.0
+    kl_sum: float = 0.0
+    tokens: int = 0
+
+    @property
+    def perplexity(self) -> float:
+        """``exp(mean NLL)`` of generated tokens under the unsteered model."""
+        return math.exp(self.nll_sum / self.tokens) if self.tokens else math.nan
+
+    @property
+    def kl(self) -> float:
+        """Mean next-token ``KL(steered || unsteered)`` in nats."""
+        return self.kl_sum / self.tokens if self.tokens else math.nan
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How texts are generated: ``n`` texts cycling through ``prompts``, seeded sampling or greedy."""
+
+    prompts: tuple[str, ...] = ("",)
+    n: int = 64
+    max_new_tokens: int = 40
+    greedy: bool = False
+    temperature: float = 1.0
+    seed: int = 0
+    batch_size: int = 64
+
+    def batches(self) -> Iterator[list[str]]:
+        """Prompt batches covering ``n`` generations."""
+        for start in range(0, self.n, self.batch_size):
+            yield [self.prompts[i % len(self.prompts)] for i in range(start, min(self.n, start + self.batch_size))]
+
+
+@torch.no_grad()
+def generate_and_measure(model: Any, tokenizer: Any, settings: GenerationSettings,
+                         unsteered: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+                         on_batch: Callable[[int], None] | None = None) -> Measured:
+    """Generate under whatever steering is attached; ``unsteered()`` is a context in which the model runs
+    without it (None: nothing is attached, KL is 0 by construction but still measured)."""
+    result = Measured()
+    device = next(model.parameters()).device
+    off = unsteered or contextlib.nullcontext
+    with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+        torch.manual_seed(settings.seed)
+        for prompts in settings.batches():
+            enc = _encode(tokenizer, prompts, device)
+            out = model.generate(**enc, max_new_tokens=settings.max_new_tokens, output_logits=True,
+                                 return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=tokenizer.eos_token_id, **_sampling(settings))
+            steered = torch.stack(out.logits, dim=1).float()
+            with off():
+                reference = _unsteered_logits(model, out.sequences, enc["attention_mask"], steered.shape[1])
+            _accumulate(result, out.sequences[:, -steered.shape[1]:], steered, reference, tokenizer.eos_token_id)
+            result.texts += tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
+            if on_batch is not None:
+                on_batch(len(prompts))
+    return result
+
+
+def _sampling(settings: GenerationSettings) -> dict[str, Any]:
+    if settings.greedy:
+        return {"do_sample": False}
+    return {"do_sample": True, "temperature": settings.temperature, "top_k": 0, "top_p": 1.0}
+
+
+def _encode(tokenizer: Any, prompts: Sequence[str], device: torch.device) -> dict[str, torch.Tensor]:
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # generation continues every row at the same column
+    try:
+        enc = tokenizer(list(prompts), return_tensors="pt", padding=True)
+    finally:
+        tokenizer.padding_side = side
+    return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+
+def _unsteered_logits(model: Any, sequences: torch.Tensor, prompt_mask: torch.Tensor, steps: int) -> torch.Tensor:
+    """Logits predicting the last ``steps`` tokens of ``sequences``, from one forward pass."""
+    mask = torch.cat([prompt_mask, prompt_mask.new_ones(sequences.shape[0], sequences.shape[1] - prompt_mask.shape[1])],
+                     dim=1)
+    inputs: dict[str, Any] = {"input_ids": sequences, "attention_mask": mask, "use_cache": False}
+    if "position_ids" in inspect.signature(model.forward).parameters:
+        inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate() numbers left-padded rows
+    logits = model(**inputs).logits
+    return logits[:, -steps - 1:-1].float()
+
+
+def _accumulate(result: Measured, generated: torch.Tensor, steered: torch.Tensor, reference: torch.Tensor,
+                eos: int | None) -> None:
+    valid = torch.ones_like(generated, dtype=torch.bool)
+    if eos is not None:
+        ended = (generated == eos).long().cumsum(dim=1)
+        valid = (ended - (generated == eos).long()) == 0  # up to and including the first eos
+    log_s = torch.log_softmax(steered, dim=-1)
+    log_u = torch.log_softmax(reference, dim=-1)
+    kl = (log_s.exp() * (log_s - log_u)).sum(-1).clamp(min=0.0)  # >= 0 up to rounding
+    nll = -log_u.gather(-1, generated.unsqueeze(-1)).squeeze(-1)
+    result.kl_sum += float(kl[valid].sum())
+    result.nll_sum += float(nll[valid].sum())
+    result.tokens += int(valid.sum())
+
+
+class switched_off:
+    """Context in which every intervention of a handle is switched off in place (hooks stay attached,
+    compiled graphs stay valid); the previous enabled states are restored on exit."""
+
+    def __init__(self, handle: Any):
+        self.handle = handle
+        self.saved: list[torch.Tensor] = []
+
+    def __enter__(self) -> None:
+        self.saved = [entry.enabled.clone() for entry in self.handle.entries]
+        for entry in self.handle.entries:
+            entry.enabled.fill_(False)
+
+    def __exit__(self, *exc: object) -> None:
+        for entry, state in zip(self.handle.entries, self.saved, strict=True):
+            entry.enabled.copy_(state)
