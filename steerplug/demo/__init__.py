@@ -24,7 +24,14 @@ def load_demo_model(device: str = "cpu", path: str | Path | None = None) -> tupl
     The model is put on ``device`` in eval mode.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     folder = str(path or demo_model_path())
-    model: Any = AutoModelForCausalLM.from_pretrained(folder)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a 1 MB model needs no "Loading weights" bar on stderr
+    try:
+        model: Any = AutoModelForCausalLM.from_pretrained(folder)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return model.to(device).eval(), AutoTokenizer.from_pretrained(folder)
