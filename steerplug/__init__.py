@@ -8,9 +8,11 @@ One line steers ``model.generate()``::
 from steerplug.errors import Problem, RecipeError, SiteError, SteerplugError
 from steerplug.extract import extract
 from steerplug.hookspecs import hookimpl
+from steerplug.probes.generate import generate_with_probes
 from steerplug.recipe.load import Recipe, load_recipe
 from steerplug.recording import Recording, record
 from steerplug.runtime.handle import Handle
+from steerplug.runtime.rows import RowsHandle, steer_rows
 from steerplug.runtime.steer import steer
 from steerplug.sites.adapter import resolve_adapter as site_adapter
 from steerplug.sweep import sweep
@@ -24,15 +26,18 @@ __all__ = [
     "Recipe",
     "RecipeError",
     "Recording",
+    "RowsHandle",
     "SiteError",
     "SteerplugError",
     "__version__",
     "extract",
+    "generate_with_probes",
     "hookimpl",
     "load_recipe",
     "record",
     "site_adapter",
     "steer",
+    "steer_rows",
     "sweep",
     "use_tokenizer",
 ]
