@@ -2,7 +2,7 @@
 
 Run in the separate peers venv (see README.md):
 
-    PYTHONPATH=/work/main /work/bench-venv/bin/python -m benchmarks.bench_peers --batches 1 8 --reps 5
+    PYTHONPATH=. ../bench-venv/bin/python -m benchmarks.bench_peers --batches 1 8 --reps 5
 
 Each peer applies ``+ v`` at the output of the middle decoder layer at every position. A peer is timed
 only if its greedy tokens equal the hand-written hook's; otherwise (or if it cannot run) the reason is
