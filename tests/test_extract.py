@@ -249,3 +249,42 @@ def test_cli_errors_are_one_line(tmp_path: Path, model_folder: Path, capsys: pyt
     code = main(["extract", "--model", str(model_folder), "--positive", str(tmp_path / "pos.txt"), "--negative",
                  str(tmp_path / "pos.txt"), "--name", "x", "--method", "pca", "--out", str(tmp_path / "o")])
     assert code == 2 and "needs paired examples" in capsys.readouterr().err
+
+
+def test_clamp_recipe_levels_equal_hand_computation_and_set_the_coordinate(tmp_path: Path) -> None:
+    model = tiny("llama")
+    result = extract(model, word_tokenizer(), POSITIVE, NEGATIVE, layers=[0, 1], pooling="mean", batch_size=2,
+                     op="clamp", steer_layers=[1], out=tmp_path / "b")
+    for layer in (0, 1):
+        pos = _reference_pooled(model, POSITIVE, "resid_post", layer, "mean")
+        unit = result.vectors[layer].double() / result.vectors[layer].double().norm()
+        assert result.levels[layer] == pytest.approx(float((pos @ unit).mean()), abs=1e-4)
+    doc = yaml.safe_load((tmp_path / "b" / "recipe.yaml").read_text())
+    assert doc["interventions"][0] | {"layers": [1]} == {
+        "id": "concept", "op": "clamp", "site": "resid_post", "vector": "vectors:concept",
+        "value": "vectors:concept_level", "strength": 1.0, "layers": [1]}
+
+    binding = steerplug.site_adapter(model).resolve("resid_post", 1)
+    ids = torch.tensor([word_tokenizer()("the cat sat on a mat")["input_ids"]])
+    with steerplug.steer(model, tmp_path / "b"):
+        recorder = Recorder(binding)
+        with torch.no_grad():
+            model(input_ids=ids)
+        steered = recorder.remove()
+    unit = (result.vectors[1] / result.vectors[1].norm()).to(steered.dtype)
+    torch.testing.assert_close(steered @ unit, torch.full(steered.shape[:-1], result.levels[1]), atol=1e-4, rtol=0)
+
+
+def test_clamp_value_reference_must_name_one_number(tmp_path: Path) -> None:
+    from steerplug.bundle import write_bundle
+
+    doc = {"apiVersion": "steerplug/v1", "kind": "Recipe", "metadata": {"name": "c"},
+           "interventions": [{"id": "c", "op": "clamp", "site": "resid_post", "layers": 1,
+                              "vector": "vectors:d", "value": "vectors:d"}]}
+    write_bundle(tmp_path / "b", doc, {"vectors": {"d": torch.ones(32)}})
+    with pytest.raises(RecipeError) as info:
+        steerplug.steer(tiny_llama(), tmp_path / "b")
+    assert [str(p) for p in info.value.problems] == [
+        f"{tmp_path / 'b' / 'recipe.yaml'}: /interventions/0/value: 'vectors:d' has shape (32,), expected a single "
+        "number"]
+    assert hook_count(tiny_llama()) == 0

@@ -49,6 +49,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, help="truncate examples to this many tokens")
     parser.add_argument("--steer-layer", type=layer_list, help="layers the recipe steers (default: middle one)")
     parser.add_argument("--strength", type=float, default=1.0, help="strength written in the recipe")
+    parser.add_argument("--op", choices=["add", "clamp"], default="add",
+                        help="add the vector, or clamp the coordinate along it to the concept's level")
     parser.add_argument("--positions", choices=["all", "prompt", "generated", "last_prompt"], default="all",
                         help="where the written recipe steers (default: all)")
     parser.add_argument("--base-model", help="hub id recorded as base_model (default: --model unless a folder)")
@@ -92,6 +94,7 @@ def _run(args: argparse.Namespace) -> int:
     result = extract(model, tokenizer, data, name=args.name, site=args.site, layers=args.layers,
                      method=args.method, pooling=args.pooling, batch_size=args.batch_size,
                      max_length=args.max_length, steer_layers=steer, strength=args.strength, positions=args.positions,
+                     op=args.op,
                      base_model=base_model_name(args.model, args.base_model),
                      progress=not args.quiet and sys.stderr.isatty())
     path = result.write(args.out, overwrite=args.overwrite)

@@ -7,7 +7,7 @@ Every edit has the form ``y = x + alpha * delta(x)`` where ``alpha`` is the inte
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
@@ -15,7 +15,8 @@ from pydantic import Field
 from steerplug.hookspecs import hookimpl
 from steerplug.ops.base import Edit, Operation, OpTarget
 from steerplug.ops.linear import orthonormal_basis, unit
-from steerplug.recipe.spec import DirectionsSpec, InterventionBase, VectorSpec
+from steerplug.recipe.spec import ARTIFACT_REF_PATTERN, DirectionsSpec, InterventionBase, VectorSpec
+from steerplug.runtime.vectors import resolve_scalar
 
 
 class AddSpec(InterventionBase):
@@ -41,8 +42,9 @@ class ClampSpec(InterventionBase):
     op: Literal["clamp"]
     vector: VectorSpec
     """The direction (normalised at attach time)."""
-    value: float
-    """Target coordinate along the unit direction."""
+    value: float | Annotated[str, Field(pattern=ARTIFACT_REF_PATTERN)]
+    """Target coordinate along the unit direction: a number, or ``artifact:tensor`` holding one number (per
+    layer as ``tensor.<layer>``), e.g. the concept level written by ``steerplug extract --op clamp``."""
 
 
 class ScaleSpec(InterventionBase):
@@ -96,7 +98,7 @@ class ClampOperation:
 
     def compile(self, spec: ClampSpec, target: OpTarget) -> Edit:
         d = unit(target.resolve_vector(spec.vector, "vector"), *target.where("vector")).to(target.device, target.dtype)
-        value = torch.tensor(spec.value, device=target.device, dtype=target.dtype)
+        value = resolve_scalar(spec.value, "value", target)
 
         def edit(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
             coordinate = (x * d).sum(dim=-1, keepdim=True)

@@ -40,6 +40,10 @@ class Extraction:
     strength: float = 1.0
     positions: str = "all"
     """Where the written recipe steers (``all``, ``prompt``, ``generated``, ``last_prompt``)."""
+    op: str = "add"
+    """``add`` (add the vector) or ``clamp`` (set the coordinate along the vector to the concept's level)."""
+    levels: dict[int | None, float] = field(default_factory=dict)
+    """For ``clamp``: the mean coordinate of the concept examples' pooled activations along the unit vector."""
     base: dict[str, str] | None = None
     facts: dict[int | None, dict[str, float]] = field(default_factory=dict)
 
@@ -53,13 +57,22 @@ class Extraction:
         return self.name if layer is None else f"{self.name}.{layer}"
 
     def tensors(self) -> dict[str, dict[str, torch.Tensor]]:
-        """``{artifact: {tensor name: vector}}`` for :func:`steerplug.bundle.write_bundle`."""
-        return {ARTIFACT: {self.tensor_name(layer): v for layer, v in self.vectors.items()}}
+        """``{artifact: {tensor name: vector}}`` for :func:`steerplug.bundle.write_bundle` (plus the per-layer
+        concept levels ``<name>_level.<layer>`` of a clamp recipe)."""
+        table = {self.tensor_name(layer): v for layer, v in self.vectors.items()}
+        for layer, level in self.levels.items():
+            table[self._level_name(layer)] = torch.tensor([level])
+        return {ARTIFACT: table}
+
+    def _level_name(self, layer: int | None) -> str:
+        return f"{self.name}_level" if layer is None else f"{self.name}_level.{layer}"
 
     def document(self) -> dict[str, Any]:
-        """The recipe: one ``add`` intervention at ``steer_layers`` using the per-layer vectors."""
-        intervention: dict[str, Any] = {"id": self.name, "op": "add", "site": self.site,
+        """The recipe: one ``add`` (or ``clamp``) intervention at ``steer_layers`` using the per-layer vectors."""
+        intervention: dict[str, Any] = {"id": self.name, "op": self.op, "site": self.site,
                                         "vector": f"{ARTIFACT}:{self.name}", "strength": self.strength}
+        if self.op == "clamp":
+            intervention["value"] = f"{ARTIFACT}:{self.name}_level"
         if self.positions != "all":
             intervention["positions"] = self.positions
         if self.site not in UNLAYERED_SITES:
@@ -82,6 +95,8 @@ class Extraction:
     def provenance(self) -> dict[str, Any]:
         """What extraction did, for ``metadata.annotations.extract`` and the model card."""
         return {"method": self.method, "pooling": self.pooling, "site": self.site, "layers": self.layers,
+                "op": self.op, **({"levels": {str(k): round(v, 6) for k, v in self.levels.items()}}
+                                  if self.levels else {}),
                 "paired": self.data.paired,
                 "data": {side: source.as_dict() for side, source in self.data.sources.items()},
                 "vector_norms": {str(layer): round(float(v.norm()), 6) for layer, v in self.vectors.items()},
@@ -116,19 +131,23 @@ def extract(model: torch.nn.Module, tokenizer: Any, positive: Sequence[str] | Co
             layers: int | Sequence[int] | str | None = None, method: str = "mean_diff", pooling: str = "last",
             paired: bool = False, batch_size: int = 16, max_length: int | None = None,
             steer_layers: Sequence[int] | None = None, strength: float = 1.0, positions: str = "all",
-            base_model: str | None = None,
+            op: str = "add", base_model: str | None = None,
             out: str | Path | None = None, overwrite: bool = False, progress: bool = False) -> Extraction:
     """Extract steering vectors for a concept from contrastive examples.
 
     ``positive``/``negative`` are lists of texts (or pass a :class:`ContrastSet` as ``positive``);
     ``layers`` defaults to every layer. Only the requested sites are recorded, batch by batch, pooled with
     the attention mask. ``steer_layers`` (default: the middle extracted layer), ``strength`` and ``positions``
-    are what the written recipe applies; ``steerplug sweep`` can choose better ones. With ``out``, the bundle
-    is written.
+    are what the written recipe applies; ``steerplug sweep`` can choose better ones. ``op="clamp"`` writes a
+    recipe that sets the coordinate along each layer's unit vector to the concept level (the mean coordinate
+    of the positive examples' pooled activations) instead of adding the vector. With ``out``, the bundle is
+    written.
     """
     data = positive if isinstance(positive, ContrastSet) else ContrastSet.from_lists(
         list(positive), list(negative or []), paired)
     _check_options(name, method, pooling, data, batch_size)
+    if op not in ("add", "clamp"):
+        raise SteerplugError(f"unknown op '{op}' for an extracted recipe (choose add or clamp)")
     adapter = resolve_adapter(model)
     layer_list = _layers(site, layers, adapter.info.num_layers)
     bindings = [_bind(adapter, site, layer) for layer in layer_list]
@@ -137,17 +156,27 @@ def extract(model: torch.nn.Module, tokenizer: Any, positive: Sequence[str] | Co
     direction = method_function(method)
     vectors: dict[int | None, torch.Tensor] = {}
     facts: dict[int | None, dict[str, float]] = {}
+    levels: dict[int | None, float] = {}
     for layer, activations in zip(layer_list, pooled, strict=True):
         found = direction(activations[:len(data.positive)], activations[len(data.positive):])
         vectors[layer], facts[layer] = found.vector, found.facts
+        if op == "clamp":
+            levels[layer] = concept_level(activations[:len(data.positive)], found.vector)
     chosen = [layer for layer in layer_list if layer is not None]
     result = Extraction(name=name, site=site, method=method, pooling=pooling, vectors=vectors,
                         info=adapter.info, data=data, strength=strength, positions=positions, facts=facts,
+                        op=op, levels=levels,
                         steer_layers=_steer_layers(steer_layers, chosen, adapter.info.num_layers),
                         base=_base_model(model, base_model))
     if out is not None:
         result.write(out, overwrite=overwrite)
     return result
+
+
+def concept_level(positive: torch.Tensor, vector: torch.Tensor) -> float:
+    """Mean coordinate of the positive examples' pooled activations along the unit ``vector``."""
+    unit = vector.to(torch.float64) / vector.to(torch.float64).norm()
+    return float((positive.to(torch.float64) @ unit).mean())
 
 
 def _check_options(name: str, method: str, pooling: str, data: ContrastSet, batch_size: int) -> None:

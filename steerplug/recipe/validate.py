@@ -5,6 +5,7 @@ Every problem found is collected (not just the first) and reported as ``file: /p
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
@@ -81,15 +82,28 @@ def _pydantic(doc: dict[str, Any], source: str, plugins: Plugins) -> tuple[Recip
     try:
         return model.model_validate(doc), []
     except ValidationError as exc:
-        problems = [pydantic_problem(source, "", _strip_tags(err["loc"], plugins), err) for err in exc.errors()]
+        problems: list[Problem] = []
+        branch_pointers: set[str] = set()
+        for err in exc.errors():
+            problem = pydantic_problem(source, "", _strip_tags(err["loc"], plugins), err)
+            if any(isinstance(p, str) and _UNION_BRANCH.match(p) for p in err["loc"]):
+                if problem.pointer in branch_pointers:
+                    continue  # a union: keep the first branch's message (pydantic tries branches in order)
+                branch_pointers.add(problem.pointer)
+            problems.append(problem)
         return None, _dedupe(problems)
 
 
+_UNION_BRANCH = re.compile(r"^(float|int|str|bool|none|constrained-str|[a-z-]+\[.*\])$")
+
+
 def _strip_tags(loc: tuple[Any, ...], plugins: Plugins) -> list[Any]:
-    # Discriminated unions insert the tag (op or probe kind) after the list index; it is not part of the document.
+    # Discriminated unions insert the tag (op or probe kind) after the list index, and plain unions the
+    # branch's type label (``float``, ``constrained-str``, ``list[float]``); neither is part of the document.
     parts, tags = list(loc), {*plugins.operations, *plugins.probe_kinds}
-    return [p for i, p in enumerate(parts) if not (i > 0 and isinstance(parts[i - 1], int)
-                                                    and isinstance(p, str) and p in tags)]
+    return [p for i, p in enumerate(parts)
+            if not (i > 0 and isinstance(p, str)
+                    and ((isinstance(parts[i - 1], int) and p in tags) or _UNION_BRANCH.match(p)))]
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:

@@ -40,6 +40,23 @@ def resolve_vector(spec: Any, field: str, recipe: Recipe, target: OpTarget, plug
     return tensor.to(device=target.device, dtype=target.dtype)
 
 
+def resolve_scalar(spec: float | str, field: str, target: OpTarget) -> torch.Tensor:
+    """A number, or an artifact reference to a one-element tensor (per layer as ``name.<layer>``), as a
+    0-dim tensor on ``target``'s device and dtype."""
+    if isinstance(spec, str):
+        source, pointer = target.where(field)
+        if target.recipe is None:
+            raise RecipeError.single(source, pointer, "artifact references need a loaded recipe")
+        tensor = _artifact_tensor(spec, target.recipe, target, source, pointer)
+        if tensor.numel() != 1:
+            raise RecipeError.single(source, pointer, f"'{spec}' has shape {tuple(tensor.shape)}, expected a "
+                                     "single number")
+        if not bool(torch.isfinite(tensor).all()):
+            raise RecipeError.single(source, pointer, f"'{spec}' is NaN or infinite")
+        spec = float(tensor.reshape(()))
+    return torch.tensor(spec, device=target.device, dtype=target.dtype)
+
+
 def _artifact_tensor(ref: str, recipe: Recipe, target: OpTarget, source: str, pointer: str) -> torch.Tensor:
     """``artifact:name`` → that tensor, or ``name.<layer>`` when the artifact stores one per layer."""
     artifact, _, key = ref.partition(":")
