@@ -185,3 +185,29 @@ def test_padding_positions_are_never_edited() -> None:
     steered, plain = captured
     assert torch.equal(steered[0, :2], plain[0, :2])
     assert not torch.equal(steered[0, 2:], plain[0, 2:])
+
+
+def test_shape_mistakes_are_located_errors_and_attach_nothing(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from steerplug.bundle import write_bundle
+
+    model = tiny_llama()
+    folder = Path(str(tmp_path)) / "b"
+    doc = recipe({"id": "a", "op": "add", "site": "resid_post", "layers": 1, "vector": "vectors:two"})
+    write_bundle(folder, doc, {"vectors": {"two": torch.ones(2, 32)}})
+    ragged = {"id": "r", "op": "ablate", "site": "resid_post", "layers": 1, "vector": [[1.0] * 32, [1.0] * 31]}
+    experts = {"id": "e", "op": "experts", "site": "resid_post", "layers": 1, "disable": [0]}
+    expected = {
+        str(folder): f"{folder / 'recipe.yaml'}: /interventions/0/vector: expected one vector of width 32, got 2 "
+                     "rows (shape (2, 32)) (this field takes a single direction)",
+        "ragged": "<dict>: /interventions/0/vector: rows have different lengths (every row of a stack of "
+                  "directions has the site's width)",
+        "experts": "<dict>: /interventions/0/site: operation 'experts' applies at site 'router', not "
+                   "'resid_post' (site: router)",
+    }
+    for key, ref in ((str(folder), folder), ("ragged", recipe(ragged)), ("experts", recipe(experts))):
+        with pytest.raises(RecipeError) as info:
+            steerplug.steer(model, ref)
+        assert [str(p) for p in info.value.problems] == [expected[key]]
+        assert hook_count(model) == 0

@@ -37,7 +37,7 @@ class AffineSpec(InterventionBase):
 
 
 def _one_vector(spec: object, field: str, target: OpTarget) -> torch.Tensor:
-    value = target.resolve_vector(spec, field)
+    value = target.resolve_vector(spec, field, rows=True)
     if value.dim() != 1:
         raise RecipeError.single(*target.where(field), f"'{field}' must be one vector [width], got shape "
                                  f"{tuple(value.shape)}")

@@ -81,7 +81,7 @@ class AblateOperation:
     spec_model = AblateSpec
 
     def compile(self, spec: AblateSpec, target: OpTarget) -> Edit:
-        directions = target.resolve_vector(spec.vector, "vector")
+        directions = target.resolve_vector(spec.vector, "vector", rows=True)
         q = orthonormal_basis(directions, *target.where("vector")).to(device=target.device, dtype=target.dtype)
 
         def edit(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:

@@ -88,6 +88,9 @@ class ExpertsOperation:
     spec_model = ExpertsSpec
 
     def compile(self, spec: ExpertsSpec, target: OpTarget) -> Edit:
+        if target.binding.site != "router":
+            raise RecipeError.single(*target.where("site"), f"operation 'experts' applies at site 'router', not "
+                                     f"'{target.binding.site}'", "site: router")
         check_experts(spec, target)
         width = target.binding.width
         bias = target.resolve_vector(spec.bias, "bias") if spec.bias is not None else None

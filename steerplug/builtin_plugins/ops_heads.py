@@ -14,11 +14,12 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import AfterValidator, Field, model_validator
 
-from steerplug.errors import RecipeError, did_you_mean
+from steerplug.errors import RecipeError
 from steerplug.hookspecs import hookimpl
 from steerplug.ops.base import Edit, Operation, OpTarget
 from steerplug.ops.blend import toward
 from steerplug.recipe.spec import ARTIFACT_REF_PATTERN, InterventionBase, SourceSpec, check_finite_vector
+from steerplug.runtime.vectors import artifact_tensor, inline_tensor
 
 HeadTensorSpec = Annotated[
     list[float] | list[list[float]] | Annotated[str, Field(pattern=ARTIFACT_REF_PATTERN)] | SourceSpec,
@@ -64,18 +65,14 @@ def head_tensor(spec: Any, field: str, target: OpTarget) -> torch.Tensor:
     """A float32 CPU tensor of any shape for ``spec``: inline numbers, ``artifact:tensor`` (or its per-layer
     ``tensor.<layer>``), or a vector source (full width)."""
     if isinstance(spec, SourceSpec):
-        return target.resolve_vector(spec, field).to("cpu", torch.float32)
+        return target.resolve_vector(spec, field, rows=True).to("cpu", torch.float32)
+    source, pointer = target.where(field)
     if isinstance(spec, list):
-        return torch.tensor(spec, dtype=torch.float32)
-    artifact, _, key = spec.partition(":")
-    table = getattr(target.recipe, "tensors", {}).get(artifact)
-    if table is None:
-        raise RecipeError.single(*target.where(field), f"unknown artifact '{artifact}'")
-    per_layer = f"{key}.{target.binding.layer}"
-    tensor = table.get(key, table.get(per_layer))
-    if tensor is None:
-        raise RecipeError.single(*target.where(field), f"artifact '{artifact}' has no tensor '{key}' "
-                                 f"(or per-layer '{per_layer}')", did_you_mean(key, sorted(table)))
+        tensor = inline_tensor(spec, source, pointer)
+    else:
+        tensor = artifact_tensor(spec, target.recipe, target, source, pointer)
+    if not bool(torch.isfinite(tensor).all()):
+        raise RecipeError.single(source, pointer, "contains NaN or infinite values")
     return tensor.to(torch.float32)
 
 

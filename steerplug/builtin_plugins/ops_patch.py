@@ -26,7 +26,6 @@ from steerplug.ops.base import Edit, Operation, OpTarget
 from steerplug.ops.blend import toward
 from steerplug.recipe.spec import ARTIFACT_REF_PATTERN, DirectionsSpec, InterventionBase
 from steerplug.runtime.context import ForwardContext
-from steerplug.runtime.host import Host
 from steerplug.runtime.runner import fit_to
 
 RecordingRef = Annotated[str, Field(pattern=ARTIFACT_REF_PATTERN)]
@@ -54,18 +53,21 @@ class SubspacePatchSpec(InterventionBase):
 
 def load_recording(spec: PatchSpec | SubspacePatchSpec, target: OpTarget) -> torch.Tensor:
     """The recorded ``[T, width]`` activation for ``target``'s layer."""
-    recorded = target.resolve_vector(spec.recording, "recording")
+    recorded = target.resolve_vector(spec.recording, "recording", rows=True)
     if recorded.dim() != 2:
         raise RecipeError.single(*target.where("recording"), f"a recording is [positions, width], got shape "
                                  f"{tuple(recorded.shape)}", "record it with steerplug.record")
     return recorded
 
 
-def replay(model: torch.nn.Module, recorded: torch.Tensor,
+def replay(target: OpTarget, recorded: torch.Tensor,
            patched: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Edit:
     """An edit replacing ``x`` at position ``p < T`` by ``patched(x, recorded_rows)``, where
     ``recorded_rows`` holds ``recorded[p]`` for each token (shaped like ``x``)."""
-    tracker = Host.for_model(model).tracker  # the steer() call compiling this edit attaches through this host
+    context = target.context
+    if context is None:
+        raise RecipeError.single(*target.where("op"), "patching needs token positions, which this compile "
+                                 "does not provide", "attach the recipe with steerplug.steer")
     length = int(recorded.shape[0])
 
     def index(ctx: ForwardContext) -> torch.Tensor:
@@ -75,7 +77,7 @@ def replay(model: torch.nn.Module, recorded: torch.Tensor,
         return ctx.positions < length
 
     def edit(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        ctx = tracker.context_for(x)
+        ctx = context(x)
         rows = recorded[ctx.cached(("patch-index", length), x.device, index)]
         rows = _shaped_like(rows, x)
         return torch.where(fit_to(ctx.cached(("patch-inside", length), x.device, inside), x),
@@ -100,7 +102,7 @@ class PatchOperation:
 
     def compile(self, spec: PatchSpec, target: OpTarget) -> Edit:
         recorded = load_recording(spec, target)
-        return replay(target.model, recorded, lambda x, rows: rows)
+        return replay(target, recorded, lambda x, rows: rows)
 
 
 class SubspacePatchOperation:
@@ -115,7 +117,7 @@ class SubspacePatchOperation:
         recorded = load_recording(spec, target)
         basis = load_basis(spec.basis, "basis", target, spec.orthonormalize)
         coordinates = recorded @ basis.T
-        return replay(target.model, coordinates,
+        return replay(target, coordinates,
                       lambda x, recorded_coordinates: x + (recorded_coordinates - x @ basis.T) @ basis)
 
 

@@ -98,7 +98,7 @@ class SparsifyOperation:
                 return score(x) > threshold
 
         def edit(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-            return toward(x, torch.where(keep(x), x, torch.zeros_like(x)), alpha)
+            return toward(x, x.masked_fill(~keep(x), 0), alpha)
 
         return edit
 

@@ -68,7 +68,7 @@ def gram_schmidt(rows: torch.Tensor, source: str, pointer: str) -> torch.Tensor:
 def load_basis(spec: Any, field: str, target: OpTarget, orthonormalize: bool) -> torch.Tensor:
     """The basis ``[k, width]`` on the target's device and dtype, checked or orthonormalised."""
     source, pointer = target.where(field)
-    rows = target.resolve_vector(spec, field).to(torch.float64)
+    rows = target.resolve_vector(spec, field, rows=True).to(torch.float64)
     rows = rows.reshape(1, -1) if rows.dim() == 1 else rows
     if rows.shape[0] > rows.shape[1]:
         raise RecipeError.single(source, pointer, f"{rows.shape[0]} basis rows exceed the width {rows.shape[1]}")

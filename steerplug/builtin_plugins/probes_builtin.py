@@ -55,7 +55,7 @@ class ShiftProbeSpec(ProbeBase):
 
 
 def _weights(spec: LinearProbeSpec | LogisticProbeSpec, target: OpTarget) -> tuple[torch.Tensor, float]:
-    w = target.resolve_vector(spec.weights, "weights")
+    w = target.resolve_vector(spec.weights, "weights", rows=True)
     if w.dim() != 1:
         raise RecipeError.single(*target.where("weights"), f"expected one vector, got shape {tuple(w.shape)}")
     return w.to(torch.float32), spec.bias
@@ -90,7 +90,7 @@ class CosineProbe:
     spec_model = CosineProbeSpec
 
     def compile(self, spec: CosineProbeSpec, target: OpTarget) -> Score:
-        v = target.resolve_vector(spec.vector, "vector").to(torch.float32)
+        v = target.resolve_vector(spec.vector, "vector", rows=True).to(torch.float32)
         norm = v.norm()
         if v.dim() != 1 or not bool(norm > 0):
             raise RecipeError.single(*target.where("vector"), "the concept vector must be one non-zero vector")

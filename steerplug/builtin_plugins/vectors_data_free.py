@@ -95,33 +95,28 @@ def _matrix(module: torch.nn.Module | None, target: OpTarget, name: str, what: s
     return weight
 
 
-class UnembeddingSource:
-    """Rows of ``model.get_output_embeddings().weight`` (``[vocab, hidden]``)."""
+class TokenMatrixSource:
+    """Rows of one of the model's ``[vocab, hidden]`` token matrices, named by ``getter``."""
 
-    name = "unembedding"
-    spec_model = UnembeddingSpec
+    def __init__(self, name: str, spec_model: type[TokenRowsSpec], getter: str, what: str):
+        self.name = name
+        self.spec_model = spec_model
+        self._getter = getter
+        self._what = what
 
-    def resolve(self, spec: UnembeddingSpec, target: OpTarget) -> torch.Tensor:
-        getter = getattr(target.model, "get_output_embeddings", None)
+    def resolve(self, spec: TokenRowsSpec, target: OpTarget) -> torch.Tensor:
+        """The mean row of ``spec.positive`` minus the mean row of ``spec.negative``."""
+        getter = getattr(target.model, self._getter, None)
         module = getter() if callable(getter) else None
-        return token_rows_vector(spec, _matrix(module, target, self.name, "unembedding (LM head)"), target,
-                                 self.name)
+        return token_rows_vector(spec, _matrix(module, target, self.name, self._what), target, self.name)
 
 
-class EmbeddingSource:
-    """Rows of ``model.get_input_embeddings().weight`` (``[vocab, hidden]``)."""
-
-    name = "embedding"
-    spec_model = EmbeddingSpec
-
-    def resolve(self, spec: EmbeddingSpec, target: OpTarget) -> torch.Tensor:
-        getter = getattr(target.model, "get_input_embeddings", None)
-        module = getter() if callable(getter) else None
-        return token_rows_vector(spec, _matrix(module, target, self.name, "input embedding"), target, self.name)
+UNEMBEDDING = TokenMatrixSource("unembedding", UnembeddingSpec, "get_output_embeddings", "unembedding (LM head)")
+EMBEDDING = TokenMatrixSource("embedding", EmbeddingSpec, "get_input_embeddings", "input embedding")
 
 
 @hookimpl(trylast=True)
 def steerplug_register_vector_sources(register: Callable[[VectorSource], None]) -> None:
     """Register ``unembedding`` and ``embedding``."""
-    register(UnembeddingSource())
-    register(EmbeddingSource())
+    register(UNEMBEDDING)
+    register(EMBEDDING)

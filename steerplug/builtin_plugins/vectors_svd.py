@@ -67,7 +67,7 @@ class SvdSource:
     spec_model = SvdSpec
 
     def resolve(self, spec: SvdSpec, target: OpTarget) -> torch.Tensor:
-        differences = target.resolve_vector(spec.differences, "vector")
+        differences = target.resolve_vector(spec.differences, "vector", rows=True)
         if differences.dim() != 2:
             raise RecipeError.single(target.source, target.pointer, f"vector source 'svd': differences must be "
                                      f"[n, width], got shape {tuple(differences.shape)}")

@@ -10,6 +10,7 @@ import torch
 
 if TYPE_CHECKING:
     from steerplug.recipe.spec import InterventionBase
+    from steerplug.runtime.context import ForwardContext
     from steerplug.sites.base import ModelInfo, SiteBinding
 
 Edit = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -31,15 +32,20 @@ class OpTarget:
     info: ModelInfo
     device: torch.device
     dtype: torch.dtype
-    resolve_vector: Callable[[Any, str], torch.Tensor]
-    """``resolve_vector(spec, field_name)`` returns a float tensor for a vector field, already on
-    ``device``/``dtype`` and chosen for ``binding.layer`` when the artifact is per layer. Raises
+    resolve_vector: Callable[..., torch.Tensor]
+    """``resolve_vector(spec, field_name, rows=False)`` returns a float tensor for a vector field, already on
+    ``device``/``dtype`` and chosen for ``binding.layer`` when the artifact is per layer: one vector
+    ``[width]``, or with ``rows=True`` also a stack ``[k, width]``. Raises
     :class:`steerplug.errors.RecipeError` with the field's pointer on failure."""
     source: str = "<recipe>"
     """Name of the recipe document, for error messages."""
     pointer: str = ""
     """JSON pointer of the intervention being compiled, e.g. ``/interventions/2``."""
     recipe: Any = None
+    context: Callable[[torch.Tensor], ForwardContext] | None = None
+    """``context(x)`` inside an edit: the running forward's positions (absolute per row, prompt lengths,
+    padding) for the activation ``x``, for operations whose edit depends on token positions. Provided by
+    the runtime when it compiles for an attach."""
     """The :class:`steerplug.recipe.load.Recipe` being compiled, for operations that read whole artifacts
     (``recipe.tensors``, ``recipe.configs``: e.g. sparse autoencoders) or tensors of their own shape."""
 

@@ -14,7 +14,6 @@ from steerplug.ops.base import OpTarget
 from steerplug.probes.gates import compile_gate
 from steerplug.probes.reader import ProbeReader
 from steerplug.runtime.masks import Activation
-from steerplug.runtime.vectors import resolve_vector
 
 if TYPE_CHECKING:
     from steerplug.plugins import Plugins
@@ -114,15 +113,10 @@ def _compile_probes(model: torch.nn.Module, recipe: Recipe, adapter: SiteAdapter
 def _target(model: torch.nn.Module, recipe: Recipe, binding: Any, adapter: SiteAdapter, plugins: Plugins,
             pointer: str) -> OpTarget:
     """Probes compute in float32 on the site's device, so their tensors are resolved in float32."""
-    from steerplug.runtime.compile import placement
-
-    def resolve(value: Any, field: str) -> torch.Tensor:
-        return resolve_vector(value, field, recipe, target, plugins)
+    from steerplug.runtime.compile import make_target, placement
 
     device, _ = placement(binding.module, model)
-    target = OpTarget(binding=binding, model=model, info=adapter.info, device=device, dtype=torch.float32,
-                      resolve_vector=resolve, source=recipe.source, pointer=pointer, recipe=recipe)
-    return target
+    return make_target(binding, model, adapter, device, torch.float32, recipe, plugins, pointer)
 
 
 def _add_gates(recipe: Recipe, readers: dict[str, ProbeReader], placed: Placed) -> None:

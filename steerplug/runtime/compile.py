@@ -12,6 +12,7 @@ from steerplug.errors import Problem, RecipeError, SiteError, json_pointer
 from steerplug.moe import output_finisher
 from steerplug.ops.base import OpTarget
 from steerplug.runtime.binding import binding_problems, resolve_layers
+from steerplug.runtime.context import PositionTracker
 from steerplug.runtime.masks import Activation
 from steerplug.runtime.runner import CompiledEntry
 from steerplug.runtime.vectors import resolve_vector
@@ -34,7 +35,7 @@ def placement(module: torch.nn.Module, model: torch.nn.Module) -> tuple[torch.de
 
 
 def compile_recipes(model: torch.nn.Module, recipes: Sequence[Recipe], adapter: SiteAdapter,
-                    plugins: Plugins, owner: object) -> Placed:
+                    plugins: Plugins, owner: object, tracker: PositionTracker) -> Placed:
     """Compile every intervention of every recipe; raise one RecipeError listing all problems."""
     placed: Placed = []
     problems: list[Problem] = []
@@ -45,7 +46,7 @@ def compile_recipes(model: torch.nn.Module, recipes: Sequence[Recipe], adapter: 
             continue
         for index, item in enumerate(getattr(recipe.spec, "interventions", [])):
             try:
-                placed.extend(_compile_item(model, recipe, index, item, adapter, plugins, owner))
+                placed.extend(_compile_item(model, recipe, index, item, adapter, plugins, owner, tracker))
             except RecipeError as exc:
                 problems.extend(exc.problems)
     if problems:
@@ -54,7 +55,7 @@ def compile_recipes(model: torch.nn.Module, recipes: Sequence[Recipe], adapter: 
 
 
 def _compile_item(model: torch.nn.Module, recipe: Recipe, index: int, item: Any, adapter: SiteAdapter,
-                  plugins: Plugins, owner: object) -> Placed:
+                  plugins: Plugins, owner: object, tracker: PositionTracker) -> Placed:
     pointer = json_pointer(["interventions", index])
     operation = plugins.operations.get(item.op)
     if operation is None:
@@ -64,7 +65,7 @@ def _compile_item(model: torch.nn.Module, recipe: Recipe, index: int, item: Any,
     for layer in _layers(item, adapter, recipe.source, pointer):
         binding = _bind(adapter, item.site, layer, recipe.source, pointer)
         device, dtype = placement(binding.module, model)
-        target = _target(binding, model, adapter, device, dtype, recipe, plugins, pointer)
+        target = make_target(binding, model, adapter, device, dtype, recipe, plugins, pointer, tracker)
         edit = operation.compile(item, target)
         entry = CompiledEntry(
             owner=owner, recipe=recipe.name, intervention=item.id, label=binding.label, edit=edit,
@@ -94,11 +95,15 @@ def _bind(adapter: SiteAdapter, site: str, layer: int | None, source: str, point
         raise RecipeError.single(source, f"{pointer}/site", exc.message, exc.hint) from None
 
 
-def _target(binding: SiteBinding, model: torch.nn.Module, adapter: SiteAdapter, device: torch.device,
-            dtype: torch.dtype, recipe: Recipe, plugins: Plugins, pointer: str) -> OpTarget:
-    def resolve(spec: Any, field: str) -> torch.Tensor:
-        return resolve_vector(spec, field, recipe, target, plugins)
+def make_target(binding: SiteBinding, model: torch.nn.Module, adapter: SiteAdapter, device: torch.device,
+                dtype: torch.dtype, recipe: Recipe, plugins: Plugins, pointer: str,
+                tracker: PositionTracker | None = None) -> OpTarget:
+    """The :class:`OpTarget` operations and probe kinds compile against (vectors resolved on ``device`` and
+    ``dtype``; ``context`` reads ``tracker``, the host's position tracker, when given)."""
+    def resolve(spec: Any, field: str, rows: bool = False) -> torch.Tensor:
+        return resolve_vector(spec, field, recipe, target, plugins, rows)
 
     target = OpTarget(binding=binding, model=model, info=adapter.info, device=device, dtype=dtype,
-                      resolve_vector=resolve, source=recipe.source, pointer=pointer, recipe=recipe)
+                      resolve_vector=resolve, source=recipe.source, pointer=pointer, recipe=recipe,
+                      context=tracker.context_for if tracker is not None else None)
     return target

@@ -57,6 +57,7 @@ class ForwardContext:
         self._valid = _Lazy(valid, batch) if valid is not None else None
         self._prompt_len = prompt_len
         self._past = past
+        self._past_host: int | None = None
 
     @classmethod
     def of(cls, positions: torch.Tensor, valid: torch.Tensor, prompt_len: torch.Tensor,
@@ -92,8 +93,11 @@ class ForwardContext:
     @property
     def past_length(self) -> int:
         """Tokens already in the cache before this forward (0 at prefill: a new sequence starts).
-        Under a static cache this reads a device counter, i.e. synchronises: hot paths avoid it."""
-        return max(int(self._past), 0)
+        Under a static cache this reads a device counter, i.e. synchronises once per forward (the value is
+        kept for every later reader of the same forward); the steering hot path never asks."""
+        if self._past_host is None:
+            self._past_host = max(int(self._past), 0)
+        return self._past_host
 
     @property
     def is_prefill(self) -> bool:

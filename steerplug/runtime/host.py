@@ -59,6 +59,8 @@ class Host:
             if runner.empty:
                 runner.uninstall()
                 del self.runners[key]
+            else:
+                runner.install()  # its entries changed: refresh what the hook derives from them
         if not self.runners:
             self._uninstall_top()
             _HOSTS.pop(self.model, None)

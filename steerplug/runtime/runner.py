@@ -73,8 +73,12 @@ class SiteRunner:
     """``(owner, observer)`` pairs run after the entries, in registration order."""
     _hook: RemovableHandle | None = None
 
+    _finish: Callable[[Any, torch.Tensor], Any] = replace_output
+
     def install(self) -> None:
-        """Register the hook on the module (idempotent)."""
+        """Register the hook on the module (idempotent) and take in the current entries."""
+        self._finish = next((e.finish_output for e in self.entries if e.finish_output is not None),
+                            replace_output)
         if self._hook is not None:
             return
         if self.point == "input":
@@ -98,8 +102,7 @@ class SiteRunner:
         x = output_activation(output)
         if x is None:
             raise RuntimeError(f"steerplug: no output activation found on {type(module).__name__}")
-        finish = next((e.finish_output for e in self.entries if e.finish_output is not None), replace_output)
-        return finish(output, self.apply(x))
+        return self._finish(output, self.apply(x))
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """Run every entry, in order, on the activation ``x``."""

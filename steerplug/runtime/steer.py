@@ -40,7 +40,7 @@ def steer(model: torch.nn.Module, recipes: RecipeRef | Sequence[RecipeRef], *,
     host = Host.for_model(model)
     handle = Handle(model, loaded, host)
     try:
-        placed = compile_recipes(model, loaded, adapter, plugins, owner=handle)
+        placed = compile_recipes(model, loaded, adapter, plugins, owner=handle, tracker=host.tracker)
         handle.entries = [entry for _, entry in placed]
         handle.readings = attach_readings(model, loaded, adapter, plugins, host, handle, placed)
         host.add(placed)

@@ -15,13 +15,15 @@ if TYPE_CHECKING:
     from steerplug.recipe.load import Recipe
 
 
-def resolve_vector(spec: Any, field: str, recipe: Recipe, target: OpTarget, plugins: Plugins) -> torch.Tensor:
-    """The tensor for ``spec`` on ``target``'s device and dtype, width-checked against the site."""
+def resolve_vector(spec: Any, field: str, recipe: Recipe, target: OpTarget, plugins: Plugins,
+                   rows: bool = False) -> torch.Tensor:
+    """The tensor for ``spec`` on ``target``'s device and dtype, width-checked against the site: one
+    vector ``[width]``, or with ``rows=True`` also a stack ``[k, width]``."""
     source, pointer = target.where(field)
     if isinstance(spec, list):
-        tensor = torch.tensor(spec, dtype=torch.float32)
+        tensor = inline_tensor(spec, source, pointer)
     elif isinstance(spec, str):
-        tensor = _artifact_tensor(spec, recipe, target, source, pointer)
+        tensor = artifact_tensor(spec, recipe, target, source, pointer)
     elif isinstance(spec, SourceSpec):
         plugin = plugins.vector_sources[spec.source]
         tensor = plugin.resolve(plugin.spec_model.model_validate(spec.model_dump()), target)
@@ -35,9 +37,22 @@ def resolve_vector(spec: Any, field: str, recipe: Recipe, target: OpTarget, plug
             f"{target.info.model_type} model has width {width}",
             "the recipe was made for a model with another hidden size" if tensor.dim() else None,
         )
+    if tensor.dim() == 2 and not rows:
+        raise RecipeError.single(source, pointer, f"expected one vector of width {width}, got {tensor.shape[0]} "
+                                 f"rows (shape {tuple(tensor.shape)})", "this field takes a single direction")
     if not bool(torch.isfinite(tensor).all()):
         raise RecipeError.single(source, pointer, "vector contains NaN or infinite values")
     return tensor.to(device=target.device, dtype=target.dtype)
+
+
+def inline_tensor(spec: list[Any], source: str, pointer: str) -> torch.Tensor:
+    """Inline numbers (a list, or a list of equally long rows) as a float32 tensor; ragged rows are a
+    located error."""
+    try:
+        return torch.tensor(spec, dtype=torch.float32)
+    except (ValueError, TypeError):
+        raise RecipeError.single(source, pointer, "rows have different lengths",
+                                 "every row of a stack of directions has the site's width") from None
 
 
 def resolve_scalar(spec: float | str, field: str, target: OpTarget) -> torch.Tensor:
@@ -47,7 +62,7 @@ def resolve_scalar(spec: float | str, field: str, target: OpTarget) -> torch.Ten
         source, pointer = target.where(field)
         if target.recipe is None:
             raise RecipeError.single(source, pointer, "artifact references need a loaded recipe")
-        tensor = _artifact_tensor(spec, target.recipe, target, source, pointer)
+        tensor = artifact_tensor(spec, target.recipe, target, source, pointer)
         if tensor.numel() != 1:
             raise RecipeError.single(source, pointer, f"'{spec}' has shape {tuple(tensor.shape)}, expected a "
                                      "single number")
@@ -57,7 +72,7 @@ def resolve_scalar(spec: float | str, field: str, target: OpTarget) -> torch.Ten
     return torch.tensor(spec, device=target.device, dtype=target.dtype)
 
 
-def _artifact_tensor(ref: str, recipe: Recipe, target: OpTarget, source: str, pointer: str) -> torch.Tensor:
+def artifact_tensor(ref: str, recipe: Recipe, target: OpTarget, source: str, pointer: str) -> torch.Tensor:
     """``artifact:name`` → that tensor, or ``name.<layer>`` when the artifact stores one per layer."""
     artifact, _, key = ref.partition(":")
     table = recipe.tensors.get(artifact)
