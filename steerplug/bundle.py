@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -16,6 +16,9 @@ from safetensors.torch import save_file
 
 from steerplug.errors import SteerplugError
 from steerplug.recipe.artifacts import sha256_file
+
+if TYPE_CHECKING:
+    from steerplug.recipe.load import Recipe
 
 RECIPE_FILE = "recipe.yaml"
 CARD_FILE = "README.md"
@@ -51,7 +54,7 @@ def write_bundle(folder: str | Path, document: Mapping[str, Any],
     recipe_path = target / RECIPE_FILE
     recipe_path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
     (target / CARD_FILE).write_text(render_card(doc, card_body), encoding="utf-8")
-    load_recipe(recipe_path)  # a bundle we write must load
+    load_recipe(recipe_path, locked=False)  # a bundle we write must load (it is not in any lockfile yet)
     return recipe_path
 
 
@@ -115,15 +118,20 @@ def check_bundle(folder: str | Path) -> list[str]:
     README card or a safetensors artifact the recipe names: a bundle never carries code or pickle. Hidden
     entries (``.git``, ``.gitattributes``) are ignored and never part of the bundle.
     """
-    from steerplug.hub.remote import artifact_files
+    return inspect_bundle(folder)[1]
+
+
+def inspect_bundle(folder: str | Path) -> tuple[Recipe, list[str]]:
+    """:func:`check_bundle`, also returning the loaded (verified) recipe so callers need not load it again.
+    A bundle being published is checked against its own sha256s, not against a project's lockfile."""
     from steerplug.recipe.load import load_recipe
 
     root = Path(folder)
     if not (root / RECIPE_FILE).is_file():
         raise SteerplugError(f"'{root}' is not a bundle: it has no {RECIPE_FILE}")
-    recipe = load_recipe(root)  # validates, checks every artifact's sha256
+    recipe = load_recipe(root, locked=False)  # validates, checks every artifact's sha256
     allowed = {RECIPE_FILE, CARD_FILE}
-    allowed.update(f.path for a in recipe.spec.artifacts.values() for f in artifact_files(a.path, a.sha256))
+    allowed.update(path for a in recipe.spec.artifacts.values() for path in a.files())
     files: list[str] = []
     refused: list[str] = []
     for path in sorted(root.rglob("*")):
@@ -138,4 +146,4 @@ def check_bundle(folder: str | Path) -> list[str]:
         raise SteerplugError(f"'{root}' holds files a bundle may not contain: {', '.join(refused)} (a bundle is "
                              f"{RECIPE_FILE}, {CARD_FILE} and the .safetensors files the recipe names; no code, "
                              "no pickle)")
-    return files
+    return recipe, files

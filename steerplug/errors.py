@@ -53,13 +53,14 @@ class SiteError(SteerplugError, LookupError):
         super().__init__(f"{message} ({hint})" if hint else message)
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
-    """Return ``"did you mean 'x'?"`` for the closest choice, or a list of valid choices."""
+def did_you_mean(word: str, choices: Iterable[str], max_listed: int | None = 12) -> str | None:
+    """Return ``"did you mean 'x'?"`` for the closest choice, else the list of valid choices when there are
+    at most ``max_listed`` of them (``None``: list them all, e.g. every installed plugin name)."""
     options = sorted(set(choices))
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6) if word else []
     if close:
         return f"did you mean '{close[0]}'?"
-    if options and len(options) <= 12:
+    if options and (max_listed is None or len(options) <= max_listed):
         return "expected one of: " + ", ".join(options)
     return None
 

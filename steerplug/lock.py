@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from steerplug.errors import RecipeError, SteerplugError
 from steerplug.hub.remote import RemoteFile, artifact_files
+from steerplug.recipe.parse import parse_document, read_capped
 
 if TYPE_CHECKING:
     from steerplug.recipe.load import Recipe
@@ -51,7 +52,7 @@ def entry_for(ref: str, recipe: Recipe) -> LockEntry:
     """The lock entry of a recipe loaded from ``ref``."""
     origin = dict(recipe.origin)
     files = {recipe_file_of(origin): origin["recipe_sha256"]}
-    files.update({f.path: f.sha256 for a in recipe.spec.artifacts.values() for f in artifact_files(a.path, a.sha256)})
+    files.update({path: digest for a in recipe.spec.artifacts.values() for path, digest in a.files().items()})
     kind = origin.get("kind", "file")
     extra = {"url": origin["url"]} if "url" in origin else {}
     return LockEntry(kind, origin.get("pinned", ref), files, origin.get("commit"), extra)
@@ -62,21 +63,31 @@ def recipe_file_of(origin: Mapping[str, str]) -> str:
     return origin.get("recipe_file") or Path(origin.get("path", "recipe.yaml")).name
 
 
+def read_lock_bytes(path: str | Path) -> bytes:
+    """The lockfile's bytes (capped); a missing or unreadable one is a :class:`SteerplugError`."""
+    path = Path(path)
+    if not path.exists():
+        raise SteerplugError(f"{path} not found (run 'steerplug lock' to create it)")
+    if path.is_dir():
+        raise SteerplugError(f"{path} is a folder, not a lockfile")
+    try:
+        return read_capped(path, MAX_LOCK_BYTES)
+    except RecipeError as exc:
+        raise SteerplugError(f"{path}: {exc.problems[0].message}") from None
+
+
 def read_lock(path: str | Path) -> dict[str, LockEntry]:
     """Read a lockfile; a missing or malformed one is a :class:`SteerplugError` saying how to fix it."""
     path = Path(path)
+    data = read_lock_bytes(path)
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_LOCK_BYTES + 1)
-    except FileNotFoundError:
-        raise SteerplugError(f"{path} not found (run 'steerplug lock' to create it)") from None
-    try:
-        if len(data) > MAX_LOCK_BYTES:
-            raise ValueError("too large")
-        document = json.loads(data)
+        document = parse_document(data, str(path), ".json")
         if document.get("version") != LOCK_VERSION:
             raise ValueError(f"unsupported lock version {document.get('version')!r}")
         return {ref: _entry_from_json(item) for ref, item in document["recipes"].items()}
+    except RecipeError as exc:
+        raise SteerplugError(f"{path} is not a valid steerplug lockfile ({exc.problems[0].message}); run "
+                             "'steerplug lock'") from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SteerplugError(f"{path} is not a valid steerplug lockfile ({exc}); run 'steerplug lock'") from None
 

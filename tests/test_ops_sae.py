@@ -175,7 +175,7 @@ def test_cfg_must_be_plain_json_and_small(tmp_path: Path) -> None:
     cfg = tmp_path / "sae" / "cfg.json"
     cfg.write_text('{"d_in": NaN}')
     artifact["sha256"]["cfg.json"] = sha256_file(cfg)
-    with pytest.raises(RecipeError, match="which is not JSON"):
+    with pytest.raises(RecipeError, match=r"cfg\.json.: invalid JSON: NaN is not allowed"):
         _load(tmp_path, artifact)
     cfg.write_text(json.dumps({"d_in": 64, "d_sae": D_SAE, "pad": "x" * (70 << 10)}))
     artifact["sha256"]["cfg.json"] = sha256_file(cfg)

@@ -252,7 +252,9 @@ def test_cli_sites_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cli_bad_model_is_one_line_and_nonzero(capsys: pytest.CaptureFixture[str]) -> None:
-    assert _cli("not-a-model") != 0
+    from steerplug.cli.main import main
+
+    assert main(["sites", "not-a-model"]) != 0
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1 and "unknown model type 'not-a-model'" in captured.err

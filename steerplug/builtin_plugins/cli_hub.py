@@ -8,7 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from steerplug.cli.command import Command
+from steerplug.errors import SteerplugError
 from steerplug.hookspecs import hookimpl
+from steerplug.lock import LOCK_FILE
 
 
 def _configure_push(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +41,7 @@ def _configure_pull(parser: argparse.ArgumentParser) -> None:
 def _add_lock_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--locked", action="store_true", help="refuse sources not pinned by the lockfile, or "
                         "whose files changed")
-    parser.add_argument("--lockfile", type=Path, default=Path("steerplug.lock"), help="default: steerplug.lock")
+    parser.add_argument("--lockfile", type=Path, default=Path(LOCK_FILE), help="default: steerplug.lock")
 
 
 def _run_pull(args: argparse.Namespace) -> int:
@@ -98,15 +100,15 @@ def _meta_name(path: Path) -> str | None:
 def _configure_lock(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("refs", nargs="*", metavar="REF", help="recipes to lock (default: those already in the "
                         "lockfile plus every drop-in name)")
-    parser.add_argument("--lockfile", type=Path, default=Path("steerplug.lock"), help="default: steerplug.lock")
+    parser.add_argument("--lockfile", type=Path, default=Path(LOCK_FILE), help="default: steerplug.lock")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if the lockfile is stale")
 
 
 def _run_lock(args: argparse.Namespace) -> int:
     from steerplug.hub.dropin import list_dropins
-    from steerplug.lock import lock_refs, read_lock, render_lock
+    from steerplug.lock import lock_refs, read_lock, read_lock_bytes, render_lock
 
-    previous = args.lockfile.read_text(encoding="utf-8") if args.lockfile.is_file() else None
+    previous = read_lock_bytes(args.lockfile).decode("utf-8", errors="replace") if args.lockfile.exists() else None
     refs = list(args.refs)
     if not refs:
         refs = sorted({d.name for d in list_dropins()} | (set(read_lock(args.lockfile)) if previous else set()))
@@ -115,7 +117,10 @@ def _run_lock(args: argparse.Namespace) -> int:
         stale = text != previous
         print(f"{args.lockfile} is " + ("stale: run 'steerplug lock'" if stale else "up to date"))
         return 1 if stale else 0
-    args.lockfile.write_text(text, encoding="utf-8")
+    try:
+        args.lockfile.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise SteerplugError(f"cannot write {args.lockfile}: {exc.strerror}") from None
     print(f"locked {len(refs)} recipe(s) in {args.lockfile}")
     return 0
 

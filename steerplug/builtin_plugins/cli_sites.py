@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 
 from steerplug.cli.command import Command
-from steerplug.errors import SteerplugError
 from steerplug.hookspecs import hookimpl
 from steerplug.sites.base import SiteBinding
 
@@ -46,13 +44,9 @@ def _run(args: argparse.Namespace) -> int:
     from steerplug.sites.adapter import resolve_adapter
     from steerplug.sites.tiny import load_model_for_sites
 
-    try:
-        model = load_model_for_sites(args.model)
-        adapter = resolve_adapter(model)
-        rows = [_row(b) for b in adapter.available()]
-    except (SteerplugError, OSError, ValueError, KeyError) as error:
-        print(f"steerplug sites: error: {error}", file=sys.stderr)
-        return 2
+    model = load_model_for_sites(args.model)  # user mistakes raise SiteError: cli.main prints one line
+    adapter = resolve_adapter(model)
+    rows = [_row(b) for b in adapter.available()]
     info = adapter.info
     if args.json:
         document = {"model": {**info.__dict__, "architectures": list(info.architectures)}, "sites": rows}

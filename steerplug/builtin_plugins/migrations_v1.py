@@ -24,6 +24,8 @@ def upgrade_v1alpha1(doc: dict[str, Any]) -> dict[str, Any]:
         metadata.setdefault("name", doc["name"])  # an explicit metadata.name wins; nothing else is dropped
         out["metadata"] = metadata
     checksums = doc.get("checksums") or {}
+    if not isinstance(checksums, dict):
+        raise ValueError("'checksums' must map artifact names to sha256 digests")
     artifacts = doc.get("artifacts")
     if isinstance(artifacts, dict):
         out["artifacts"] = {

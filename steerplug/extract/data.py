@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from steerplug.errors import SteerplugError
+from steerplug.recipe.artifacts import sha256_bytes
 
 TEXT_KEYS = ("text", "prompt", "completion")
 """Keys tried, in order, for the text of a JSONL record (unless a field is named)."""
@@ -53,7 +53,7 @@ class ContrastSet:
     @classmethod
     def from_lists(cls, positive: Sequence[str], negative: Sequence[str], paired: bool = False) -> ContrastSet:
         """Build a set from Python lists; each list is hashed as its JSON encoding."""
-        sources = {side: ExampleSource("python list", len(items), _sha256(json.dumps(list(items)).encode()))
+        sources = {side: ExampleSource("python list", len(items), sha256_bytes(json.dumps(list(items)).encode()))
                    for side, items in (("positive", positive), ("negative", negative))}
         return cls(tuple(positive), tuple(negative), paired, sources)
 
@@ -76,7 +76,7 @@ class ContrastSet:
                 raise SteerplugError(f"{path}:{number}: a pair record needs 'positive' and 'negative' keys")
             positive.append(_as_text(record[keys[0]], path, number))
             negative.append(_as_text(record[keys[1]], path, number))
-        source = ExampleSource(str(path), len(positive), _sha256(data))
+        source = ExampleSource(str(path), len(positive), sha256_bytes(data))
         return cls(tuple(positive), tuple(negative), True, {"positive": source, "negative": source})
 
 
@@ -91,7 +91,7 @@ def read_examples(path: str | Path, text_field: str | None = None) -> tuple[list
         except UnicodeDecodeError:
             raise SteerplugError(f"{path}: not UTF-8 text") from None
         texts = [line.strip() for line in lines if line.strip()]
-    return texts, ExampleSource(str(path), len(texts), _sha256(data))
+    return texts, ExampleSource(str(path), len(texts), sha256_bytes(data))
 
 
 def _read_bytes(path: str | Path) -> bytes:
@@ -131,5 +131,3 @@ def _as_text(value: Any, path: str | Path, number: int) -> str:
     return value
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

@@ -14,9 +14,9 @@ from urllib.parse import quote
 from steerplug.errors import RecipeError
 from steerplug.hub.cache import cache_root, place_file, staged_entry, write_origin
 from steerplug.hub.hfref import HubRef, parse_hub_ref
-from steerplug.hub.remote import README_MAX_BYTES, remote_files, verify_file
+from steerplug.hub.remote import README_MAX_BYTES, current_document, remote_files, verify_file
 from steerplug.recipe.artifacts import MAX_ARTIFACT_BYTES
-from steerplug.recipe.parse import parse_document, read_capped
+from steerplug.recipe.parse import read_capped
 from steerplug.recipe.sources import OpenedRecipe
 
 CARD_FILE = "README.md"
@@ -53,7 +53,7 @@ def _fill_entry(ref: str, hub: HubRef, commit: str, entry: Path, max_bytes: int,
     name = posixpath.basename(hub.recipe_path)
     recipe = Path(_download(hub, hub.recipe_path, commit))
     data = read_capped(recipe, max_bytes, name=ref)
-    files = remote_files(parse_document(data, ref, posixpath.splitext(name)[1]), ref)
+    files = remote_files(current_document(data, ref, posixpath.splitext(name)[1]), ref)
     with staged_entry(entry) as staging:
         place_file(recipe, staging / name)
         for file in files:

@@ -8,6 +8,7 @@ but a recipe fetched in clear text still leaks what a project uses, and https is
 from __future__ import annotations
 
 import hashlib
+import http.client
 import ipaddress
 import posixpath
 import urllib.error
@@ -18,9 +19,9 @@ from urllib.parse import quote, urldefrag, urljoin, urlsplit
 
 from steerplug.errors import RecipeError
 from steerplug.hub.cache import cache_root, staged_entry, write_origin
-from steerplug.hub.remote import SHA256_RE, remote_files, sha256_bytes
-from steerplug.recipe.artifacts import MAX_ARTIFACT_BYTES
-from steerplug.recipe.parse import parse_document, read_capped
+from steerplug.hub.remote import SHA256_RE, current_document, remote_files
+from steerplug.recipe.artifacts import MAX_ARTIFACT_BYTES, sha256_bytes
+from steerplug.recipe.parse import read_capped
 
 TIMEOUT_S = 30.0
 RECIPE_SUFFIXES = (".yaml", ".yml", ".json")
@@ -50,6 +51,10 @@ def split_url(ref: str) -> tuple[str, str]:
 def check_scheme(url: str, source: str) -> None:
     """Refuse anything but https, except http to a loopback host."""
     parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 (urllib checks the port only when it is read)
+    except ValueError:
+        raise RecipeError.single(source, "", f"invalid port in URL {url}") from None
     if parts.scheme == "https" or (parts.scheme == "http" and _loopback(parts.hostname or "")):
         return
     raise RecipeError.single(source, "", f"refusing '{parts.scheme}://' URL {url}",
@@ -87,7 +92,7 @@ def _fill_entry(ref: str, url: str, sha: str, name: str, entry: Path, max_bytes:
                 max_artifact_bytes: int) -> None:
     with staged_entry(entry) as staging:
         fetch(url, staging / name, max_bytes, sha, ref)
-        doc = parse_document((staging / name).read_bytes(), ref, posixpath.splitext(name)[1])
+        doc = current_document((staging / name).read_bytes(), ref, posixpath.splitext(name)[1])
         for file in remote_files(doc, ref):
             fetch(urljoin(url, quote(file.path)), staging / file.path, max_artifact_bytes, file.sha256, ref)
         write_origin(staging, ref, {"kind": "https", "url": url, "sha256": sha})
@@ -111,6 +116,8 @@ def fetch(url: str, target: Path, cap: int, sha256: str, source: str) -> None:
                                  "connection") from None
     except TimeoutError:
         raise RecipeError.single(source, "", f"timed out after {TIMEOUT_S:.0f} s fetching {url}") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise RecipeError.single(source, "", f"cannot fetch {url}: {exc or type(exc).__name__}") from None
     if digest.hexdigest() != sha256:
         raise RecipeError.single(source, "", f"sha256 mismatch for {url}: expected {sha256}, got "
                                  f"{digest.hexdigest()}", "the file was corrupted or changed; nothing was cached")

@@ -8,11 +8,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from steerplug.bundle import CARD_FILE, RECIPE_FILE, check_bundle, read_card, render_card
+from steerplug.bundle import CARD_FILE, RECIPE_FILE, inspect_bundle, read_card, render_card
 from steerplug.errors import SteerplugError
 from steerplug.hub.hf import hub_errors
 from steerplug.hub.hfref import parse_hub_ref
-from steerplug.hub.remote import artifact_files
 from steerplug.lock import recipe_file_of
 from steerplug.recipe.artifacts import confined_path, sha256_file
 from steerplug.recipe.load import Recipe, load_recipe
@@ -34,8 +33,7 @@ def push_bundle(folder: str | Path, target: str, *, private: bool | None = None,
     if hub.path.endswith((".yaml", ".yml", ".json")):
         raise SteerplugError(f"push to a repo or a sub-folder, not to a file: {target}")
     source = Path(folder)
-    files = check_bundle(source)
-    recipe = load_recipe(source / RECIPE_FILE, locked=False)
+    recipe, files = inspect_bundle(source)
     if api is None:
         from huggingface_hub import HfApi
 
@@ -74,10 +72,10 @@ def pull_bundle(ref: str, target: str | Path | None = None, *, overwrite: bool =
     suffix = ".json" if recipe_path.suffix == ".json" else ".yaml"
     shutil.copyfile(recipe_path, folder / f"recipe{suffix}")
     for artifact in recipe.spec.artifacts.values():
-        for file in artifact_files(artifact.path, artifact.sha256):
-            destination = folder / file.path
+        for relative in artifact.files():
+            destination = folder / relative
             destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(confined_path(recipe.root, file.path), destination)
+            shutil.copyfile(confined_path(recipe.root, relative), destination)
     card = recipe.root / CARD_FILE
     if card.is_file() and not card.is_symlink():
         shutil.copyfile(card, folder / CARD_FILE)

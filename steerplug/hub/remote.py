@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,6 +10,8 @@ from typing import Any, TypeGuard
 
 from steerplug.errors import Problem, RecipeError
 from steerplug.recipe.artifacts import PICKLE_SUFFIXES
+from steerplug.recipe.migrate import migrate
+from steerplug.recipe.parse import parse_document
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 README_MAX_BYTES = 1 << 20
@@ -91,9 +92,12 @@ def _refusal(path: str, folder_artifact: bool) -> tuple[str, str | None] | None:
     return None
 
 
-def sha256_bytes(data: bytes) -> str:
-    """Hex sha256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
+def current_document(data: bytes, name: str, suffix: str) -> dict[str, Any]:
+    """A downloaded recipe parsed and migrated to the current apiVersion, so its ``artifacts`` are read in
+    today's shape whatever version it was written in."""
+    from steerplug.plugins import get_plugins
+
+    return migrate(parse_document(data, name, suffix), name, get_plugins().migrations)
 
 
 def verify_file(path: Path, expected: str, label: str, source: str) -> None:

@@ -26,6 +26,11 @@ ConfigTable = dict[str, dict[str, Any]]
 """``artifact name → validated config`` (sparse autoencoders: see :mod:`steerplug.sae`)."""
 
 
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, streamed."""
     digest = hashlib.sha256()
@@ -52,15 +57,10 @@ def confined_path(root: Path, relative: str) -> Path:
     return current
 
 
-def load_artifacts(spec: RecipeBase, root: Path | None, source: str,
-                   max_bytes: int = MAX_ARTIFACT_BYTES) -> TensorTable:
-    """Load every artifact of ``spec`` from the bundle folder ``root``; all problems are reported at once."""
-    return load_artifact_tables(spec, root, source, max_bytes)[0]
-
-
 def load_artifact_tables(spec: RecipeBase, root: Path | None, source: str,
                          max_bytes: int = MAX_ARTIFACT_BYTES) -> tuple[TensorTable, ConfigTable]:
-    """Like :func:`load_artifacts`, plus the validated config of every ``format: sae`` artifact."""
+    """Load every artifact of ``spec`` from the bundle folder ``root`` (tensors, plus the validated config of
+    every ``format: sae`` artifact); all problems are reported at once."""
     tables: TensorTable = {}
     configs: ConfigTable = {}
     problems: list[Problem] = []
@@ -86,25 +86,23 @@ def _field_of(exc: ValueError) -> str:
     return "sha256" if isinstance(exc, _ShaError) else "path"
 
 
-def _load_one(artifact: Artifact, root: Path | None, max_bytes: int) -> dict[str, torch.Tensor]:
+def _bundle_root(root: Path | None) -> Path:
     if root is None:
         raise ValueError("this recipe has no folder, so it cannot reference files",
                          "load it from a file or pass base_dir=")
+    return root
+
+
+def _load_one(artifact: Artifact, root: Path | None, max_bytes: int) -> dict[str, torch.Tensor]:
+    root = _bundle_root(root)
     suffix = Path(artifact.path).suffix.lower()
     if suffix in PICKLE_SUFFIXES:
         raise ValueError(f"'{artifact.path}' is a pickle-based format; steerplug never loads pickle",
                          "convert it to .safetensors")
     if suffix != ".safetensors":
         raise ValueError(f"'{artifact.path}' is not a .safetensors file")
-    path = confined_path(root, artifact.path)
-    if not path.is_file():
-        raise ValueError(f"artifact file '{artifact.path}' not found in {root}")
-    if path.stat().st_size > max_bytes:
-        raise ValueError(f"artifact '{artifact.path}' is larger than the {max_bytes}-byte cap")
-    actual = sha256_file(path)
-    if actual != artifact.sha256:
-        raise _ShaError(f"sha256 mismatch for '{artifact.path}': file has {actual}",
-                        "the file changed since the recipe was written; re-extract or fix the checksum")
+    assert isinstance(artifact.sha256, str)  # the document model pins a single file with one digest
+    path = _pinned_file(root, artifact.path, artifact.sha256, max_bytes)
     _check_header(path, artifact.path)
     return _checked_tensors(path, artifact.path)
 
@@ -113,9 +111,7 @@ def _load_sae(artifact: Artifact, root: Path | None, max_bytes: int) -> tuple[di
     """A SAELens folder: ``cfg.json`` (size-capped, JSON only) and one safetensors file, both sha256-pinned."""
     from steerplug.sae import CFG_FILE, MAX_CFG_BYTES, check_sae
 
-    if root is None:
-        raise ValueError("this recipe has no folder, so it cannot reference files",
-                         "load it from a file or pass base_dir=")
+    root = _bundle_root(root)
     folder = confined_path(root, artifact.path)
     if not folder.is_dir():
         raise ValueError(f"sae artifact '{artifact.path}' is not a folder in {root}")
@@ -126,7 +122,7 @@ def _load_sae(artifact: Artifact, root: Path | None, max_bytes: int) -> tuple[di
     weights = next(path for name, path in paths.items() if name != CFG_FILE)
     _check_header(weights, weights.name)
     tensors = _checked_tensors(weights, weights.name)
-    return tensors, check_sae(_json_object(paths[CFG_FILE]), tensors).to_dict()
+    return tensors, check_sae(_json_object(paths[CFG_FILE], MAX_CFG_BYTES), tensors).to_dict()
 
 
 def _pinned_file(root: Path, relative: str, digest: str, max_bytes: int) -> Path:
@@ -142,14 +138,14 @@ def _pinned_file(root: Path, relative: str, digest: str, max_bytes: int) -> Path
     return path
 
 
-def _json_object(path: Path) -> Any:
-    def refuse(constant: str) -> Any:
-        raise ValueError(f"'{path.name}' contains {constant}, which is not JSON")
+def _json_object(path: Path, max_bytes: int) -> Any:
+    """A JSON config read with the recipe parser's rules (size cap, strict JSON: no NaN, no duplicates)."""
+    from steerplug.recipe.parse import parse_document, read_capped
 
     try:
-        return json.loads(path.read_bytes().decode("utf-8"), parse_constant=refuse)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"'{path.name}' is not valid JSON ({exc})") from None
+        return parse_document(read_capped(path, max_bytes), path.name, ".json")
+    except RecipeError as exc:
+        raise ValueError(f"'{path.name}': {exc.problems[0].message}") from None
 
 
 def _check_header(path: Path, label: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,8 +12,9 @@ import torch
 
 from steerplug.errors import RecipeError
 from steerplug.plugins import Plugins, get_plugins
-from steerplug.recipe.artifacts import MAX_ARTIFACT_BYTES, ConfigTable, TensorTable, load_artifact_tables
+from steerplug.recipe.artifacts import MAX_ARTIFACT_BYTES, ConfigTable, TensorTable, load_artifact_tables, sha256_bytes
 from steerplug.recipe.document import RecipeBase
+from steerplug.recipe.migrate import migrate
 from steerplug.recipe.parse import MAX_RECIPE_BYTES, check_size, parse_document
 from steerplug.recipe.sources import OpenedRecipe
 from steerplug.recipe.validate import validate_document
@@ -83,8 +83,8 @@ def load_recipe(
         return _finish(copy.deepcopy(dict(ref)), name or "<dict>", root, {}, plugins, max_artifact_bytes)
     guard = _lock_guard(str(ref), locked)
     opened = open_recipe(guard.open_ref if guard else str(ref), max_bytes, plugins)
-    doc = parse_document(opened.data, opened.name, opened.suffix)
-    origin = {**opened.origin, "recipe_sha256": hashlib.sha256(opened.data).hexdigest()}
+    doc = migrate(parse_document(opened.data, opened.name, opened.suffix), opened.name, plugins.migrations)
+    origin = {**opened.origin, "recipe_sha256": sha256_bytes(opened.data)}
     if guard:
         guard.verify(origin, doc)
     root = Path(base_dir) if base_dir is not None else opened.root

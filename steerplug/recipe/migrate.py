@@ -40,7 +40,11 @@ def migrate(doc: dict[str, Any], name: str, migrations: Migrations) -> dict[str,
             raise RecipeError.single(name, "/apiVersion", f"migration cycle at {api_version}")
         seen.add(api_version)
         target, upgrade = migrations[api_version]
-        doc = upgrade(dict(doc))
+        try:
+            doc = upgrade(dict(doc))
+        except Exception as exc:  # an upgrade meets the document's shape first: its failure is the document's
+            raise RecipeError.single(name, "", f"cannot upgrade this {api_version} document: {exc}",
+                                     f"fix it, or write it as {CURRENT_API_VERSION}") from None
         doc["apiVersion"] = target
         api_version = target
     return doc

@@ -69,9 +69,8 @@ def _vector_fields(item: Any) -> list[tuple[str, Any]]:
 def _source_problems(value: SourceSpec, pointer: str, source: str, plugins: Plugins) -> list[Problem]:
     registered = plugins.vector_sources.get(value.source)
     if registered is None:
-        names = sorted(plugins.vector_sources)
-        hint = did_you_mean(value.source, names) or (
-            "expected one of: " + ", ".join(names) if names else "no vector-source plugin is installed")
+        hint = did_you_mean(value.source, plugins.vector_sources, max_listed=None) or \
+            "no vector-source plugin is installed"
         return [Problem(source, f"{pointer}/source", f"unknown vector source '{value.source}'", hint)]
     try:
         registered.spec_model.model_validate(value.model_dump())

@@ -51,22 +51,16 @@ def _name_problems(doc: dict[str, Any], source: str, plugins: Plugins) -> list[P
         here = json_pointer(["interventions", index])
         op = item.get("op")
         if op is None:
-            problems.append(Problem(source, here, "missing required field 'op'", _op_hint("", plugins)))
+            hint = did_you_mean("", plugins.operations, max_listed=None)
+            problems.append(Problem(source, here, "missing required field 'op'", hint))
         elif not isinstance(op, str) or op not in plugins.operations:
-            problems.append(Problem(source, f"{here}/op", f"unknown operation {op!r}", _op_hint(str(op), plugins)))
+            hint = did_you_mean(str(op), plugins.operations, max_listed=None)
+            problems.append(Problem(source, f"{here}/op", f"unknown operation {op!r}", hint))
         site = item.get("site")
         if isinstance(site, str) and site not in SITES:
             problems.append(Problem(source, f"{here}/site", f"unknown site {site!r}",
                                     did_you_mean(site, SITES)))
     return problems + probe_name_problems(doc, source, plugins)
-
-
-def _op_hint(word: str, plugins: Plugins) -> str:
-    """A close operation name, else every installed one (however many plugins add)."""
-    close = did_you_mean(word, plugins.operations) if word else None
-    if close and close.startswith("did you mean"):
-        return close
-    return "expected one of: " + ", ".join(sorted(plugins.operations))
 
 
 def _schema_problems(doc: dict[str, Any], source: str, plugins: Plugins) -> list[Problem]:

@@ -89,22 +89,25 @@ def tiny_model(model_type: str, seed: int = 0) -> nn.Module:
 
 
 def load_model_for_sites(spec: str) -> nn.Module:
-    """Load a model from a local directory (config + weights, local files only), else a tiny model of the
-    ``model_type`` named by ``spec``; a directory with only a config gives random weights."""
+    """The module structure of a local model directory, else a tiny model of the ``model_type`` named by
+    ``spec``. Sites depend on structure only, so a directory's weights are never read (no pickle, no
+    memory): the model is built from its ``config.json`` on the meta device."""
     path = Path(spec)
     if not path.is_dir():
+        if path.exists():
+            raise SiteError(f"'{spec}' is a file", "pass a model directory or a model_type name")
         return tiny_model(spec)
     if not (path / "config.json").is_file():
         raise SiteError(f"'{spec}' has no config.json", "pass a model directory or a model_type name")
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-    for auto in (AutoModelForCausalLM, AutoModel):
-        try:
-            return auto.from_pretrained(path, local_files_only=True).eval()
-        except (OSError, ValueError):
-            continue
-    config = AutoConfig.from_pretrained(path, local_files_only=True)
     try:
-        return AutoModelForCausalLM.from_config(config).eval()
-    except ValueError:
-        return AutoModel.from_config(config).eval()
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SiteError(f"cannot read the config of '{spec}': {first}") from None
+    with torch.device("meta"):
+        try:
+            return AutoModelForCausalLM.from_config(config).eval()
+        except ValueError:
+            return AutoModel.from_config(config).eval()
