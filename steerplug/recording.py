@@ -88,7 +88,7 @@ def _bindings(model: torch.nn.Module, sites: SiteSelection | Any) -> list[SiteBi
                 layers: Sequence[int | None] = ([None] if site in UNLAYERED_SITES
                                                 else resolve_layers(spec, adapter.info.num_layers))
             except (ValueError, TypeError) as exc:
-                raise SteerplugError(f"record: layers {spec!r} of site '{site}': {exc.args[0]}") from None
+                raise SteerplugError(f"layers {spec!r} of site '{site}': {exc.args[0]}") from None
             for layer in layers:
                 binding = adapter.resolve(site, layer)
                 bindings[_key(binding)] = binding

@@ -58,3 +58,58 @@ def test_sites_of_a_model_folder_never_reads_its_weights(tmp_path: Path, capsys:
     (tmp_path / "pytorch_model.bin").write_bytes(b"not a pickle that anyone should open")
     assert main(["sites", str(tmp_path)]) == 0
     assert "mlp_act     1      model.layers.1.mlp.down_proj     input   64" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["schema", "--write", "{file}"], "steerplug schema: output folder '{file}' exists and is not a folder"),
+    (["stats", "demo", "--data", "{empty}", "--no-progress"], "steerplug stats: {empty}: no texts"),
+    (["stats", "demo", "--data", "{binary}", "--no-progress"],
+     "steerplug stats: {binary}:1: not UTF-8 text (byte 0xff)"),
+    (["stats", "demo", "--data", "{dir}"], "steerplug stats: data file '{dir}' is a folder, not a file"),
+    (["record", "--model", "demo", "--sites", "resid_post=a,b", "--token-ids", "1,2", "--out", "{dir}"],
+     "steerplug record: bad layers in 'resid_post=a,b' (e.g. resid_post=2,3 or resid_post=all)"),
+    (["record", "--model", "demo", "--sites", "resid_post=1", "--token-ids", "99999", "--out", "{dir}"],
+     "steerplug record: --token-ids: 99999 is outside the vocabulary (0..255)"),
+])
+def test_cli_mistakes_are_one_line(argv: list[str], expected: str, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    paths = {"file": tmp_path / "afile", "empty": tmp_path / "empty.txt", "binary": tmp_path / "bin.txt",
+             "dir": tmp_path / "adir"}
+    paths["file"].write_text("x")
+    paths["empty"].write_text("\n\n")
+    paths["binary"].write_bytes(b"\xff\xfe\x00")
+    paths["dir"].mkdir()
+    fill = {k: str(v) for k, v in paths.items()}
+    assert main([a.format(**fill) for a in argv]) == 2
+    assert capsys.readouterr().err == expected.format(**fill) + "\n"
+
+
+def test_counts_must_be_positive_at_parse_time(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--model", "demo", "--recipe", "r", "--prompt", "p", "--max-new-tokens", "0"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "steerplug run: error: argument --max-new-tokens: must be at least 1, got 0")
+
+
+def test_extract_refuses_a_steering_layer_out_of_range() -> None:
+    from steerplug.demo import load_demo_model
+    from steerplug.errors import SteerplugError
+
+    model, tok = load_demo_model()
+    with pytest.raises(SteerplugError, match=r"steering layers: layer 99 is out of range \(the model has 4 layers"):
+        steerplug.extract(model, tok, ["the cat is happy ."], ["the cat is sad ."], steer_layers=[99])
+
+
+def test_sweep_without_a_cell_refuses_before_generating() -> None:
+    from steerplug.demo import load_demo_model
+    from steerplug.errors import SteerplugError
+
+    model, tok = load_demo_model()
+    with pytest.raises(SteerplugError, match="no layer x strength cell to measure"):
+        steerplug.sweep(model, tok, str(Path(__file__).parents[1] / "recipes" / "spanish"), strengths=[0.0])
+
+
+def test_sites_accepts_the_demo_model(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sites", "demo"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "llama (LlamaForCausalLM): hidden 64, 4 layers"

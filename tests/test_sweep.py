@@ -155,7 +155,11 @@ def test_cli_sweep_writes_tables_and_records(bundle: Path, tmp_path: Path, score
                  "--strengths", "1,30", "--n", "3", "--max-new-tokens", "3", "--prompt", "the", "--quiet"])
     out = capsys.readouterr().out
     assert code == 0 and "recommended: layer" in out and "recorded in" in out
-    assert sorted(p.name for p in (bundle / "sweep").iterdir()) == ["sweep.csv", "sweep.json", "sweep.png"]
+    report = bundle.parent / f"{bundle.name}.sweep"  # beside the bundle: reports are not bundle files
+    assert sorted(p.name for p in report.iterdir()) == ["sweep.csv", "sweep.json", "sweep.png"]
+    from steerplug.bundle import check_bundle
+
+    assert check_bundle(bundle) == ["README.md", "recipe.yaml", "vectors.safetensors"]
     assert "recommended" in steerplug.load_recipe(bundle).spec.metadata.annotations
 
     code = main(["sweep", str(bundle), "--model", str(folder), "--scorer", "says_hapy"])

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from steerplug.cli.args import positive_int
 from steerplug.cli.command import Command
 from steerplug.errors import RecipeError
 from steerplug.hookspecs import hookimpl
@@ -60,7 +61,7 @@ def _configure_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", required=True, action="append", help="recipe (repeat to compose)")
     parser.add_argument("--prompt", required=True, action="append", help="prompt (repeat for a batch)")
     parser.add_argument("--compare", action="store_true", help="also generate without steering")
-    parser.add_argument("--max-new-tokens", type=int, default=40)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=40)
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print results as JSON")

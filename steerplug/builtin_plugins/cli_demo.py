@@ -12,6 +12,7 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from steerplug.cli.args import positive_int
 from steerplug.cli.command import Command
 from steerplug.hookspecs import hookimpl
 
@@ -23,11 +24,11 @@ if TYPE_CHECKING:
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", action="append", type=Path,
                         help="recipe bundle to show (repeat; default: every recipe shipped in recipes/)")
-    parser.add_argument("--n", type=int, default=32, help="generations per setting (default 32)")
-    parser.add_argument("--examples", type=int, default=3, help="generations printed side by side (default 3)")
-    parser.add_argument("--max-new-tokens", type=int, default=30)
+    parser.add_argument("--n", type=positive_int, default=32, help="generations per setting (default 32)")
+    parser.add_argument("--examples", type=positive_int, default=3, help="generations printed side by side (default 3)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=30)
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (baseline and steered share it)")
-    parser.add_argument("--width", type=int, help="output width (default: terminal width, at most 120)")
+    parser.add_argument("--width", type=positive_int, help="output width (default: terminal width, at most 120)")
     parser.add_argument("--json", action="store_true", help="print the measurements as JSON")
 
 

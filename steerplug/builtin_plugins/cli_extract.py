@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from steerplug.cli.args import positive_int
 from steerplug.cli.command import Command
 from steerplug.errors import SteerplugError
 from steerplug.hookspecs import hookimpl
@@ -45,8 +46,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", type=layer_list, default="all", help="'all' (default), 'a:b' or '2,3,5'")
     parser.add_argument("--method", choices=METHODS, default="mean_diff")
     parser.add_argument("--pooling", choices=POOLINGS, default="last", help="token pooling (default: last)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-length", type=int, help="truncate examples to this many tokens")
+    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument("--max-length", type=positive_int, help="truncate examples to this many tokens")
     parser.add_argument("--steer-layer", type=layer_list, help="layers the recipe steers (default: middle one)")
     parser.add_argument("--strength", type=float, default=1.0, help="strength written in the recipe")
     parser.add_argument("--op", choices=["add", "clamp"], default="add",

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from steerplug.cli.args import positive_int
 from steerplug.cli.command import Command
 from steerplug.hookspecs import hookimpl
 
@@ -26,8 +27,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--id", default="probe", help="probe id (and recipe name)")
     train.add_argument("--test-fraction", type=float, default=0.25)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--batch-size", type=int, default=8)
-    train.add_argument("--max-length", type=int, default=512)
+    train.add_argument("--batch-size", type=positive_int, default=8)
+    train.add_argument("--max-length", type=positive_int, default=512)
     train.add_argument("--overwrite", action="store_true")
     train.add_argument("--no-plots", action="store_true")
     train.add_argument("--device", default="cpu")

@@ -10,12 +10,12 @@ The file (``recordings.safetensors`` in ``--out``) holds ``<site>.<layer>`` tens
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from steerplug.cli.command import Command
+from steerplug.datafiles import output_folder
 from steerplug.errors import SteerplugError
 from steerplug.hookspecs import hookimpl
 
@@ -28,7 +28,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--recipe-sites", metavar="RECIPE", help="record the sites and layers a recipe edits")
     prompt = parser.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--prompt", help="prompt text (encoded with the model's tokenizer)")
-    prompt.add_argument("--token-ids", help="prompt token ids, comma-separated")
+    prompt.add_argument("--token-ids", type=_token_ids, help="prompt token ids, comma-separated")
     parser.add_argument("--out", required=True, help="output folder (or .safetensors file)")
 
 
@@ -45,28 +45,33 @@ def parse_sites(items: list[str]) -> dict[str, Any]:
             try:
                 sites[site] = [int(x) for x in layers.split(",")]
             except ValueError:
-                raise SteerplugError(f"bad layers in '{item}'", "e.g. resid_post=2,3 or resid_post=all") from None
+                raise SteerplugError(f"bad layers in '{item}' (e.g. resid_post=2,3 or resid_post=all)") from None
     return sites
+
+
+def _token_ids(text: str) -> list[int]:
+    try:
+        ids = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated token ids, got '{text}'") from None
+    if any(i < 0 for i in ids):
+        raise argparse.ArgumentTypeError("token ids are never negative")
+    return ids
 
 
 def _run(args: argparse.Namespace) -> int:
     from steerplug.cli.models import load_causal_lm
     from steerplug.recording import record
 
-    try:
-        model, tokenizer = load_causal_lm(args.model)
-        if args.token_ids is not None:
-            ids = [int(x) for x in args.token_ids.split(",")]
-        else:
-            ids = list(tokenizer(args.prompt)["input_ids"])
-        sites = parse_sites(args.sites) if args.sites else args.recipe_sites
-        out = Path(args.out)
-        if out.suffix != ".safetensors":
-            out.mkdir(parents=True, exist_ok=True)
-        path = record(model, sites, ids).save(out)
-    except (SteerplugError, ValueError, OSError) as error:
-        print(f"steerplug record: error: {error}", file=sys.stderr)
-        return 2
+    model, tokenizer = load_causal_lm(args.model)  # user mistakes raise SteerplugError: cli.main reports them
+    ids = args.token_ids if args.token_ids is not None else list(tokenizer(args.prompt)["input_ids"])
+    vocabulary = int(model.get_input_embeddings().num_embeddings)
+    outside = [i for i in ids if i >= vocabulary]
+    if outside:
+        raise SteerplugError(f"--token-ids: {outside[0]} is outside the vocabulary (0..{vocabulary - 1})")
+    sites = parse_sites(args.sites) if args.sites else args.recipe_sites
+    out = Path(args.out)
+    path = record(model, sites, ids).save(out if out.suffix == ".safetensors" else output_folder(out))
     print(f"wrote {path} ({len(ids)} positions)")
     return 0
 

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from steerplug.cli.args import positive_int
 from steerplug.cli.command import Command
 from steerplug.hookspecs import hookimpl
 
@@ -17,11 +18,11 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="texts: .jsonl with a 'text' field, or .txt (one per line)")
     parser.add_argument("--out", type=Path, default=Path("stats"), help="output folder (default: ./stats)")
     parser.add_argument("--sites", nargs="+", default=list(DEFAULT_SITES), help="canonical sites to survey")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-length", type=int, default=512, help="tokens per text (longer ones are cut)")
-    parser.add_argument("--limit", type=int, help="use only the first N texts")
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--max-length", type=positive_int, default=512, help="tokens per text (longer ones are cut)")
+    parser.add_argument("--limit", type=positive_int, help="use only the first N texts")
     parser.add_argument("--threshold", type=float, default=1e-3, help="|x| <= threshold counts as near zero")
-    parser.add_argument("--top-k", type=int, default=10, help="massive activations kept per site and layer")
+    parser.add_argument("--top-k", type=positive_int, default=10, help="massive activations kept per site and layer")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--device", default="cpu")

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from steerplug.cli.args import positive_int
 from steerplug.cli.command import Command
 from steerplug.errors import SteerplugError
 from steerplug.hookspecs import hookimpl
@@ -40,18 +41,19 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", type=_ints, help="layers to try (default: every layer with a vector)")
     parser.add_argument("--strengths", type=_numbers, default=[1.0, 2.0, 4.0, 8.0], help="default 1,2,4,8")
     parser.add_argument("--intervention", help="intervention id to sweep (default: the first)")
-    parser.add_argument("--n", type=int, default=64, help="generations per cell (default 64)")
-    parser.add_argument("--max-new-tokens", type=int, default=40)
+    parser.add_argument("--n", type=positive_int, default=64, help="generations per cell (default 64)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=40)
     parser.add_argument("--prompt", action="append", help="prompt (repeat; cycled). Default: empty prompt")
     parser.add_argument("--prompts-file", type=Path, help="prompts, one per line")
     parser.add_argument("--greedy", action="store_true", help="greedy decoding (default: seeded sampling)")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--guard-ratio", type=float, default=0.95)
     parser.add_argument("--max-ppl-ratio", type=float, help="max perplexity / baseline perplexity")
     parser.add_argument("--max-kl", type=float, help="max mean KL (nats/token)")
-    parser.add_argument("--out", type=Path, help="folder for sweep.csv/json/png (default: <bundle>/sweep)")
+    parser.add_argument("--out", type=Path, help="folder for sweep.csv/json/png (default: <bundle>.sweep beside "
+                        "the bundle: reports are not bundle files)")
     parser.add_argument("--dry-run", action="store_true", help="do not record the recommendation in the bundle")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
@@ -88,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
     result = sweep(model, tokenizer, recipe, layers=args.layers, strengths=args.strengths, scorer=args.scorer,
                    guards=args.guard, settings=_settings(args), intervention=args.intervention, criteria=criteria,
                    progress=not args.quiet and sys.stderr.isatty())
-    out = args.out or ((recipe.root / "sweep") if recipe.root else Path("sweep"))
+    out = args.out or default_report_folder(recipe)
     files = write_tables(result, out)
     print("\n".join(markdown_table(result)))
     print("wrote " + ", ".join(str(f) for f in files))
@@ -108,6 +110,15 @@ def _base_model(recipe: Recipe) -> str:
     if base is None:
         raise SteerplugError(f"{recipe.source}: the recipe names no base model; pass --model")
     return str(base.repo)
+
+
+def default_report_folder(recipe: Recipe) -> Path:
+    """``<bundle>.sweep`` next to the bundle (never inside it: a bundle holds only its recipe, card and
+    artifacts), or ``<name>.sweep`` in the working folder for a recipe without a folder."""
+    if recipe.root is None:
+        return Path(f"{recipe.name}.sweep")
+    root = recipe.root.resolve()
+    return root.parent / f"{root.name}.sweep"
 
 
 @hookimpl(trylast=True)

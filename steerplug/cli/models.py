@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from steerplug.demo import DEMO_MODEL_NAMES  # re-exported: commands import it from here
 from steerplug.errors import SteerplugError
-
-DEMO_MODEL_NAMES = ("demo", "steerplug-demo")
 
 
 def load_causal_lm(name: str, device: str = "cpu") -> tuple[Any, Any]:

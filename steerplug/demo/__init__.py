@@ -10,7 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["demo_model_path", "load_demo_model"]
+__all__ = ["DEMO_MODEL_NAMES", "demo_model_path", "load_demo_model"]
+
+
+DEMO_MODEL_NAMES = ("demo", "steerplug-demo")
+"""What commands accept (``--model demo``) to mean the embedded demo model."""
 
 
 def demo_model_path() -> Path:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from steerplug.demo.grammar import analyze, generate_corpus
+from steerplug.generation import encode_left_padded, sampling_kwargs, seeded
 
 
 def _rates(reports: list[Any]) -> dict[str, float]:
@@ -60,15 +61,12 @@ def sample_generations(model: Any, tok: Any, n: int = 64, max_new_tokens: int = 
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     texts: list[str] = []
     device = next(model.parameters()).device
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed, device):
         for start in range(0, n, batch_size):
             batch = [prompts[i % len(prompts)] for i in range(start, min(n, start + batch_size))]
-            enc = tok(batch, return_tensors="pt", padding=True).to(device)
-            sampling: dict[str, Any] = {"do_sample": False} if greedy else {
-                "do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+            enc = encode_left_padded(tok, batch, device)
             out = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                                 eos_token_id=tok.eos_token_id, **sampling)
+                                 eos_token_id=tok.eos_token_id, **sampling_kwargs(greedy, temperature))
             texts += tok.batch_decode(out, skip_special_tokens=True)
     return texts
 

@@ -208,7 +208,11 @@ def _steer_layers(steer: Sequence[int] | None, extracted: list[int], num_layers:
         return []
     if steer is None:
         return [extracted[len(extracted) // 2]]
-    chosen = [layer % num_layers for layer in steer]
+    try:
+        chosen = resolve_layers(list(steer), num_layers)
+    except ValueError as exc:
+        hint = f" ({exc.args[1]})" if len(exc.args) > 1 else ""
+        raise SteerplugError(f"steering layers: {exc.args[0]}{hint}") from None
     missing = [layer for layer in chosen if layer not in extracted]
     if missing:
         raise SteerplugError(f"steering layers {missing} were not extracted (extracted: {extracted})")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from steerplug.datafiles import jsonl_records, read_bytes, text_lines
 from steerplug.errors import SteerplugError
 from steerplug.recipe.artifacts import sha256_bytes
 
@@ -68,9 +69,9 @@ class ContrastSet:
     @classmethod
     def from_pairs(cls, path: str | Path) -> ContrastSet:
         """Read a JSONL file of ``{"positive": ..., "negative": ...}`` records (paired)."""
-        data = _read_bytes(path)
+        data = read_bytes(path, "pairs file")
         positive, negative = [], []
-        for number, record in _jsonl_records(data, path):
+        for number, record in jsonl_records(data, path):
             keys = next((k for k in PAIR_KEYS if isinstance(record, dict) and all(n in record for n in k)), None)
             if keys is None:
                 raise SteerplugError(f"{path}:{number}: a pair record needs 'positive' and 'negative' keys")
@@ -82,35 +83,12 @@ class ContrastSet:
 
 def read_examples(path: str | Path, text_field: str | None = None) -> tuple[list[str], ExampleSource]:
     """Examples of one file and its provenance; blank lines are skipped."""
-    data = _read_bytes(path)
+    data = read_bytes(path, "examples file")
     if str(path).endswith(".jsonl"):
-        texts = [_record_text(record, path, number, text_field) for number, record in _jsonl_records(data, path)]
+        texts = [_record_text(record, path, number, text_field) for number, record in jsonl_records(data, path)]
     else:
-        try:
-            lines = data.decode("utf-8").splitlines()
-        except UnicodeDecodeError:
-            raise SteerplugError(f"{path}: not UTF-8 text") from None
-        texts = [line.strip() for line in lines if line.strip()]
+        texts = [line.strip() for line in text_lines(data, path) if line.strip()]
     return texts, ExampleSource(str(path), len(texts), sha256_bytes(data))
-
-
-def _read_bytes(path: str | Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise SteerplugError(f"cannot read examples '{path}': {exc.strerror or exc}") from None
-
-
-def _jsonl_records(data: bytes, path: str | Path) -> list[tuple[int, Any]]:
-    records = []
-    for number, line in enumerate(data.decode("utf-8", errors="strict").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append((number, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise SteerplugError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
-    return records
 
 
 def _record_text(record: Any, path: str | Path, number: int, text_field: str | None) -> str:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from steerplug.datafiles import jsonl_records, read_bytes, text_lines
 from steerplug.errors import SteerplugError
 
 
@@ -16,21 +16,16 @@ def read_records(path: str | Path, *, need_label: bool = False) -> list[dict[str
     """``.jsonl`` records with a ``text`` field (and ``label`` when ``need_label``), or a ``.txt`` file with one
     text per line. Mistakes are one-line :class:`SteerplugError` naming the file and line."""
     file = Path(path)
-    if not file.is_file():
-        raise SteerplugError(f"data file '{file}' not found")
-    lines = file.read_text(encoding="utf-8").splitlines()
+    data = read_bytes(file)
     if file.suffix != ".jsonl":
         if need_label:
             raise SteerplugError(f"{file}: labelled data must be JSONL with 'text' and 'label' fields")
-        return [{"text": line} for line in lines if line.strip()]
+        texts = [{"text": line} for line in text_lines(data, file) if line.strip()]
+        if not texts:
+            raise SteerplugError(f"{file}: no texts")
+        return texts
     records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SteerplugError(f"{file}:{number}: invalid JSON ({exc.msg})") from None
+    for number, record in jsonl_records(data, file):
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             raise SteerplugError(f"{file}:{number}: expected an object with a string 'text'")
         if need_label and record.get("label") not in (0, 1, True, False):

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from steerplug.datafiles import output_folder
 from steerplug.errors import SteerplugError
 from steerplug.monitors.survey import Survey
 
@@ -16,7 +17,7 @@ PLOTTED = ("max_abs", "mean", "std", "rms", "kurtosis", "sparsity")
 
 def write_survey(survey: Survey, folder: Path, *, plots: bool = True, title: str = "") -> list[Path]:
     """``stats.csv``, ``massive.csv``, ``stats.json`` and ``<stat>.png`` in ``folder``; returns the paths."""
-    folder.mkdir(parents=True, exist_ok=True)
+    output_folder(folder)
     written = [_csv(folder / "stats.csv", survey.rows), _csv(folder / "massive.csv", survey.top)]
     payload = {"stats": survey.rows, "massive": survey.top, "skipped": survey.skipped}
     path = folder / "stats.json"

@@ -7,6 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from steerplug.datafiles import output_folder
 from steerplug.recipe.document import build_recipe_model
 from steerplug.recipe.migrate import CURRENT_API_VERSION
 
@@ -48,7 +49,7 @@ def render_schema(plugins: Plugins) -> str:
 
 def write_schema(folder: Path, plugins: Plugins) -> Path:
     """Write the current version's schema into ``folder`` and return its path."""
-    folder.mkdir(parents=True, exist_ok=True)
+    output_folder(folder)
     path = folder / schema_file_name()
     path.write_text(render_schema(plugins), encoding="utf-8")
     return path

@@ -92,6 +92,10 @@ def load_model_for_sites(spec: str) -> nn.Module:
     """The module structure of a local model directory, else a tiny model of the ``model_type`` named by
     ``spec``. Sites depend on structure only, so a directory's weights are never read (no pickle, no
     memory): the model is built from its ``config.json`` on the meta device."""
+    from steerplug.demo import DEMO_MODEL_NAMES, load_demo_model
+
+    if spec in DEMO_MODEL_NAMES:
+        return load_demo_model()[0]
     path = Path(spec)
     if not path.is_dir():
         if path.exists():

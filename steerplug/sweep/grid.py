@@ -92,6 +92,9 @@ def sweep(model: torch.nn.Module, tokenizer: Any, recipe: str | Path | Recipe, *
     item = loaded.spec.interventions[index]  # type: ignore[attr-defined]
     grid_layers = list(layers) if layers is not None else candidate_layers(loaded, index)
     grid_strengths = [float(s) for s in strengths if float(s) != 0.0]
+    if not grid_layers or not grid_strengths:
+        raise SteerplugError("no layer x strength cell to measure: give at least one layer and one non-zero "
+                             "strength (strength 0 is the baseline, which is always measured)")
     total = settings.n * (1 + len(grid_layers) * len(grid_strengths))
     with tqdm(total=total, desc="sweep", unit="gen", disable=not progress, leave=False) as bar:
         baseline = _cell(None, 0.0, generate_and_measure(model, tokenizer, settings, on_batch=bar.update),

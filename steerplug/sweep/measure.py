@@ -15,11 +15,13 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from steerplug.generation import encode_left_padded, sampling_kwargs, seeded
 
 
 @dataclass
@@ -69,13 +71,13 @@ def generate_and_measure(model: Any, tokenizer: Any, settings: GenerationSetting
     result = Measured()
     device = next(model.parameters()).device
     off = unsteered or contextlib.nullcontext
-    with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
-        torch.manual_seed(settings.seed)
+    with seeded(settings.seed, device):
         for prompts in settings.batches():
-            enc = _encode(tokenizer, prompts, device)
+            enc = encode_left_padded(tokenizer, prompts, device)
             out = model.generate(**enc, max_new_tokens=settings.max_new_tokens, output_logits=True,
                                  return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id,
-                                 eos_token_id=tokenizer.eos_token_id, **_sampling(settings))
+                                 eos_token_id=tokenizer.eos_token_id,
+                                 **sampling_kwargs(settings.greedy, settings.temperature))
             steered = torch.stack(out.logits, dim=1).float()
             with off():
                 reference = _unsteered_logits(model, out.sequences, enc["attention_mask"], steered.shape[1])
@@ -84,22 +86,6 @@ def generate_and_measure(model: Any, tokenizer: Any, settings: GenerationSetting
             if on_batch is not None:
                 on_batch(len(prompts))
     return result
-
-
-def _sampling(settings: GenerationSettings) -> dict[str, Any]:
-    if settings.greedy:
-        return {"do_sample": False}
-    return {"do_sample": True, "temperature": settings.temperature, "top_k": 0, "top_p": 1.0}
-
-
-def _encode(tokenizer: Any, prompts: Sequence[str], device: torch.device) -> dict[str, torch.Tensor]:
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # generation continues every row at the same column
-    try:
-        enc = tokenizer(list(prompts), return_tensors="pt", padding=True)
-    finally:
-        tokenizer.padding_side = side
-    return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
 
 
 def _unsteered_logits(model: Any, sequences: torch.Tensor, prompt_mask: torch.Tensor, steps: int) -> torch.Tensor:

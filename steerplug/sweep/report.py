@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from steerplug.datafiles import output_folder
 from steerplug.errors import SteerplugError
 from steerplug.sweep.grid import Cell, SweepResult
 
@@ -41,8 +42,7 @@ def recommendation(result: SweepResult) -> dict[str, Any] | None:
 
 def write_tables(result: SweepResult, out: str | Path) -> list[Path]:
     """Write ``sweep.csv``, ``sweep.json`` and (with matplotlib installed) ``sweep.png`` into ``out``."""
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = output_folder(out)
     rows = result.rows()
     csv_path = folder / "sweep.csv"
     with csv_path.open("w", newline="", encoding="utf-8") as handle:
