@@ -161,7 +161,7 @@ class PositionTracker:
         if isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.shape[0] == batch:
             self.current = self._from_mask(mask, length)
             return
-        past = _cache_length(kwargs.get("past_key_values"))
+        past = _cache_length(kwargs.get("past_key_values", kwargs.get("cache")))
         if isinstance(past, torch.Tensor):
             self.current = self._from_counter(batch, length, past, device, kwargs.get("position_ids"))
         else:
