@@ -3,21 +3,67 @@
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+MAX_SHOWN_CHARS = 80
+"""A value echoed in a message is cut to this many characters (then an ellipsis)."""
+MAX_PART_CHARS = 400
+"""Each part of a problem line (source, pointer, message, hint) is cut to this many characters."""
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def one_line(text: str, limit: int = MAX_PART_CHARS) -> str:
+    """``text`` made safe to print as part of one line: control, format and separator characters and lone
+    surrogates become backslash escapes (so nothing breaks the line, hides text or fails to encode), and the
+    result is cut to ``limit`` characters with an ellipsis."""
+    cut = len(text) > limit
+    text = text[:limit]
+    if not text.isprintable():
+        text = "".join(_escape(c) if unicodedata.category(c) in _ESCAPED_CATEGORIES else c for c in text)
+    return text[: limit - 1] + "…" if cut or len(text) > limit else text
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char) or (
+        f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+
+
+def shown(value: Any, limit: int = MAX_SHOWN_CHARS) -> str:
+    """A user value as it is echoed in a message: its ``repr``, cut to about ``limit`` characters (long strings
+    are cut before ``repr`` runs, huge integers are described by their size, not printed)."""
+    if isinstance(value, str) and len(value) > limit:
+        return repr(value[:limit] + "…")
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 192:
+        return f"<{'negative ' if value < 0 else ''}integer of {value.bit_length()} bits>"
+    if isinstance(value, (list, tuple, dict)) and len(value) > limit:
+        kind = type(value).__name__
+        return f"<{kind} of {len(value)} items>"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
 class Problem:
     """One located problem in a recipe or in its use with a model.
 
-    ``pointer`` is a JSON pointer (RFC 6901) into the recipe document, ``""`` for the whole document.
+    ``pointer`` is a JSON pointer (RFC 6901) into the recipe document, ``""`` for the whole document. Every
+    part is made one safe line of bounded length when the problem is created (see :func:`one_line`).
     """
 
     source: str
     pointer: str
     message: str
     hint: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("source", "pointer", "message", "hint"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, one_line(str(value)))
 
     def __str__(self) -> str:
         hint = f" ({self.hint})" if self.hint else ""

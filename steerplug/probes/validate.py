@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from steerplug.errors import Problem, did_you_mean, json_pointer
+from steerplug.errors import Problem, did_you_mean, json_pointer, shown
 from steerplug.probes.conditions import Condition
 from steerplug.sites.base import SITES, UNLAYERED_SITES
 
@@ -31,11 +31,11 @@ def probe_name_problems(doc: dict[str, Any], source: str, plugins: Plugins) -> l
             problems.append(Problem(source, here, "missing required field 'kind'",
                                     did_you_mean("", plugins.probe_kinds)))
         elif not isinstance(kind, str) or kind not in plugins.probe_kinds:
-            problems.append(Problem(source, f"{here}/kind", f"unknown probe kind {kind!r}",
-                                    did_you_mean(str(kind), plugins.probe_kinds)))
+            problems.append(Problem(source, f"{here}/kind", f"unknown probe kind {shown(kind)}",
+                                    did_you_mean(kind if isinstance(kind, str) else "", plugins.probe_kinds)))
         site = item.get("site")
         if isinstance(site, str) and site not in SITES:
-            problems.append(Problem(source, f"{here}/site", f"unknown site {site!r}", did_you_mean(site, SITES)))
+            problems.append(Problem(source, f"{here}/site", f"unknown site {shown(site)}", did_you_mean(site, SITES)))
     return problems
 
 
@@ -45,6 +45,8 @@ def probe_problems(spec: RecipeBase, source: str, plugins: Plugins, references: 
     seen: dict[str, int] = {}
     probes = getattr(spec, "probes", [])
     for index, probe in enumerate(probes):
+        if probe is None:  # invalid on its own (validation reports it)
+            continue
         here = json_pointer(["probes", index])
         if probe.id in seen:
             problems.append(Problem(source, f"{here}/id", f"duplicate probe id '{probe.id}'",
@@ -56,7 +58,7 @@ def probe_problems(spec: RecipeBase, source: str, plugins: Plugins, references: 
             problems.append(Problem(source, here, f"site '{probe.site}' needs 'layer'", "e.g. layer: 6"))
         problems.extend(references(probe, here, spec, source, plugins))
     for index, item in enumerate(getattr(spec, "interventions", [])):
-        if item.when is None:
+        if item is None or item.when is None:
             continue
         for pointer, name in _condition_probes(item.when, json_pointer(["interventions", index, "when"])):
             if name not in seen:

@@ -7,7 +7,7 @@ from typing import Any
 
 from jsonschema.exceptions import ValidationError
 
-from steerplug.errors import Problem, did_you_mean, json_pointer
+from steerplug.errors import Problem, did_you_mean, json_pointer, shown
 from steerplug.recipe.document import ARTIFACT_PATH_PATTERN
 from steerplug.recipe.spec import ARTIFACT_REF_PATTERN, ID_PATTERN, LAYER_RANGE_PATTERN
 
@@ -19,6 +19,9 @@ _PATTERN_HINTS = {
     ARTIFACT_PATH_PATTERN: "artifact paths are relative to the recipe folder",
     r"^[0-9a-f]{40}$": "expected a full 40-hex commit sha",
 }
+_COUNTS = {"minItems": "at least {} items", "maxItems": "at most {} items", "minLength": "at least {} characters",
+           "maxLength": "at most {} characters", "minProperties": "at least {} entries",
+           "maxProperties": "at most {} entries"}
 _TYPE_NAMES = {"integer": "an integer", "number": "a number", "string": "a string",
                "boolean": "true or false", "array": "a list", "object": "a mapping", "null": "null"}
 
@@ -76,7 +79,7 @@ def _single(error: ValidationError, source: str) -> list[Problem]:
         patterns = list(error.schema["patternProperties"])
         bad = sorted(name for name in instance if not any(re.search(p, name) for p in patterns))
         hint = _PATTERN_HINTS.get(patterns[0]) if len(patterns) == 1 else None
-        return [_problem(error, source, f"invalid name {name!r}", hint) for name in bad]
+        return [_problem(error, source, f"invalid name {shown(name)}", hint) for name in bad]
     if kind == "additionalProperties" and isinstance(instance, dict):
         allowed = list(error.schema.get("properties", {}))
         extra = sorted(set(instance) - set(allowed)) or ["?"]
@@ -101,6 +104,9 @@ def _single_problem(error: ValidationError, source: str) -> Problem:
     if kind == "pattern":
         return _problem(error, source, f"invalid value {_show(instance)}",
                         _PATTERN_HINTS.get(value) or _expected(error) or f"must match {value}")
+    if kind in _COUNTS and isinstance(value, int):
+        what, count = _COUNTS[kind], len(instance) if hasattr(instance, "__len__") else 0
+        return _problem(error, source, f"expected {what.format(value)}, got {count}")
     if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         relation = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[kind]
         return _problem(error, source, f"{_show(instance)} is out of range (must be {relation} {value})")
@@ -146,5 +152,4 @@ def _branch_types(error: ValidationError) -> str | None:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return shown(value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,12 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from steerplug.errors import RecipeError
+from steerplug.errors import Problem, RecipeError
 from steerplug.plugins import Plugins, get_plugins
 from steerplug.recipe.artifacts import MAX_ARTIFACT_BYTES, ConfigTable, TensorTable, load_artifact_tables, sha256_bytes
 from steerplug.recipe.document import RecipeBase
 from steerplug.recipe.migrate import migrate
-from steerplug.recipe.parse import MAX_RECIPE_BYTES, check_size, parse_document
+from steerplug.recipe.limits import bounded_copy
+from steerplug.recipe.parse import MAX_RECIPE_BYTES, check_size, parse_document_checked
 from steerplug.recipe.sources import OpenedRecipe
 from steerplug.recipe.validate import validate_document
 
@@ -80,15 +80,20 @@ def load_recipe(
     plugins = plugins or get_plugins()
     if isinstance(ref, Mapping):
         root = Path(base_dir) if base_dir is not None else None
-        return _finish(copy.deepcopy(dict(ref)), name or "<dict>", root, {}, plugins, max_artifact_bytes)
+        source = name or "<dict>"
+        doc, early = bounded_copy(ref, source)  # bounded like a parsed document; never recursive
+        if early and not isinstance(doc, dict):
+            raise RecipeError(early)
+        return _finish(doc, source, root, {}, plugins, max_artifact_bytes, early)
     guard = _lock_guard(str(ref), locked)
     opened = open_recipe(guard.open_ref if guard else str(ref), max_bytes, plugins)
-    doc = migrate(parse_document(opened.data, opened.name, opened.suffix), opened.name, plugins.migrations)
+    parsed, early = parse_document_checked(opened.data, opened.name, opened.suffix)
+    doc = migrate(parsed, opened.name, plugins.migrations)
     origin = {**opened.origin, "recipe_sha256": sha256_bytes(opened.data)}
     if guard:
         guard.verify(origin, doc)
     root = Path(base_dir) if base_dir is not None else opened.root
-    return _finish(doc, name or opened.name, root, origin, plugins, max_artifact_bytes)
+    return _finish(doc, name or opened.name, root, origin, plugins, max_artifact_bytes, early)
 
 
 def _lock_guard(ref: str, locked: bool | str | Path | None) -> LockGuard | None:
@@ -109,7 +114,7 @@ def open_recipe(ref: str, max_bytes: int, plugins: Plugins) -> OpenedRecipe:
 
 
 def _finish(doc: dict[str, Any], source: str, root: Path | None, origin: dict[str, str],
-            plugins: Plugins, max_artifact_bytes: int) -> Recipe:
-    spec = validate_document(doc, source, plugins)
+            plugins: Plugins, max_artifact_bytes: int, early: list[Problem]) -> Recipe:
+    spec = validate_document(doc, source, plugins, early)
     tensors, configs = load_artifact_tables(spec, root, source, max_artifact_bytes)
     return Recipe(spec=spec, tensors=tensors, source=source, root=root, origin=origin, configs=configs)

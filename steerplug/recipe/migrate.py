@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from steerplug.errors import RecipeError
+from steerplug.errors import RecipeError, shown
 
 API_GROUP = "steerplug"
 CURRENT_API_VERSION = "steerplug/v1"
@@ -31,7 +31,7 @@ def migrate(doc: dict[str, Any], name: str, migrations: Migrations) -> dict[str,
         raise RecipeError.single(name, "/apiVersion", "missing apiVersion",
                                  f"add 'apiVersion: {CURRENT_API_VERSION}'")
     if not isinstance(api_version, str):
-        raise RecipeError.single(name, "/apiVersion", f"apiVersion must be a string, got {api_version!r}")
+        raise RecipeError.single(name, "/apiVersion", f"apiVersion must be a string, got {shown(api_version)}")
     seen: set[str] = set()
     while api_version != CURRENT_API_VERSION:
         if api_version not in migrations:
@@ -58,5 +58,5 @@ def _unsupported(api_version: str, name: str, migrations: Migrations) -> RecipeE
             name, "/apiVersion", f"apiVersion '{api_version}' is newer than this steerplug understands",
             f"upgrade steerplug with 'pip install -U steerplug'; this version reads {', '.join(known)}",
         )
-    return RecipeError.single(name, "/apiVersion", f"unknown apiVersion '{api_version}'",
+    return RecipeError.single(name, "/apiVersion", f"unknown apiVersion {shown(api_version)}",
                               "supported: " + ", ".join(known))

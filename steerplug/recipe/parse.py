@@ -1,36 +1,75 @@
-"""Bytes → dict: size cap before parsing, strict JSON, and YAML without tags, anchors or aliases."""
+"""Bytes → dict: size cap before parsing, strict JSON, and YAML without tags, anchors or aliases; every bound
+of :mod:`steerplug.recipe.limits` is checked before the document goes any further."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from steerplug.errors import RecipeError
+from steerplug.errors import Problem, RecipeError, shown
+from steerplug.recipe.limits import MAX_DEPTH, MAX_RECIPE_BYTES, bounded_copy, number_literal
+from steerplug.recipe.yamlsafe import BoundsExceeded, YamlRefusal, compose
 
-MAX_RECIPE_BYTES = 1 << 20
-"""Default cap on a recipe document's size (1 MiB); larger documents are refused before parsing."""
+__all__ = ["MAX_RECIPE_BYTES", "check_size", "parse_document", "parse_document_checked", "read_capped"]
 
 
 def read_capped(path: Path, max_bytes: int = MAX_RECIPE_BYTES, name: str | None = None) -> bytes:
-    """Read at most ``max_bytes`` of ``path``; a larger file is a :class:`RecipeError`, not a truncation."""
+    """Read at most ``max_bytes`` of the regular file ``path``; a larger file is a :class:`RecipeError`, not a
+    truncation. FIFOs, devices and sockets are refused without being opened for reading (they could block
+    forever or never end)."""
     label = name or str(path)
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:
             data = handle.read(max_bytes + 1)
     except FileNotFoundError:
         raise RecipeError.single(label, "", "file not found") from None
     except IsADirectoryError:
         raise RecipeError.single(label, "", "is a folder, not a recipe file",
                                  "pass the recipe.yaml inside the bundle") from None
+    except NotRegularFile as exc:
+        raise RecipeError.single(label, "", str(exc), "recipes are read from regular files") from None
     except OSError as exc:
-        raise RecipeError.single(label, "", f"cannot read file: {exc.strerror}") from None
+        raise RecipeError.single(label, "", f"cannot read file: {exc.strerror or exc}") from None
     check_size(data, max_bytes, label)
     return data
+
+
+class NotRegularFile(OSError):
+    """A path names a FIFO, device, socket or other non-regular file."""
+
+
+def open_regular(path: Path) -> Any:
+    """Open ``path`` for binary reading only if it is a regular file: checked with ``os.stat`` before
+    opening, opened with ``O_NONBLOCK`` (a FIFO swapped in between cannot block) and checked again on the
+    open descriptor."""
+    _refuse_irregular(os.stat(path).st_mode, path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    descriptor = os.open(path, flags)
+    try:
+        _refuse_irregular(os.fstat(descriptor).st_mode, path)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def _refuse_irregular(mode: int, path: Path) -> None:
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(21, "is a folder", str(path))
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode)
+                or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise NotRegularFile(f"is {kind}, not a regular file" if kind.startswith("a ") else f"is {kind}")
 
 
 def check_size(data: bytes, max_bytes: int, name: str) -> None:
@@ -40,120 +79,115 @@ def check_size(data: bytes, max_bytes: int, name: str) -> None:
                                  "recipes hold settings; put tensors in safetensors artifacts")
 
 
-class _StrictSafeLoader(yaml.SafeLoader):
-    """SafeLoader that refuses explicit tags, anchors/aliases and duplicate keys, and resolves plain
-    scalars by YAML 1.2 rules (see below)."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
-        mark = event.start_mark
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-            raise _YamlRefusal("YAML anchors and aliases are not allowed in recipes", mark)
-        tag = getattr(event, "tag", None)
-        if tag is not None and tag != "!" and not _implicit(event):
-            shown = tag.replace("tag:yaml.org,2002:", "!!", 1)  # as written in the document
-            raise _YamlRefusal(f"YAML tag '{shown}' is not allowed in recipes (recipes are data)", mark)
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                raise _YamlRefusal("YAML merge keys ('<<') are not allowed in recipes", key_node.start_mark)
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise _YamlRefusal("mapping keys must be plain names, not lists or mappings", key_node.start_mark)
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise _YamlRefusal(f"duplicate key '{key}'", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _implicit(event: Any) -> bool:
-    implicit = getattr(event, "implicit", None)
-    if isinstance(implicit, tuple):
-        return bool(implicit[0] or implicit[1])
-    return bool(implicit)
-
-
-# YAML 1.2 core schema: only true/false are booleans (not yes/no/on/off), dates stay strings, and
-# exponent floats without a dot (1e3) are floats.
-_YAML11_ONLY = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp"}
-_StrictSafeLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in entries if tag not in _YAML11_ONLY]
-    for first, entries in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_StrictSafeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-_StrictSafeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
-)
-
-
-class _YamlRefusal(yaml.YAMLError):
-    def __init__(self, message: str, mark: Any):
-        super().__init__(message)
-        self.message = message
-        self.mark = mark
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed in recipes")
 
 
-def _finite_float(text: str) -> float:
-    value = float(text)
+def _json_float(text: str) -> float:
+    value = number_literal(text, float)
     if math.isinf(value):
         raise ValueError(f"number {text} is too large")
-    return value
+    return float(value)
+
+
+def _json_int(text: str) -> int:
+    return int(number_literal(text, int))
 
 
 def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise ValueError(f"duplicate key '{key}'")
+            raise ValueError(f"duplicate key {shown(key)}")
         result[key] = value
     return result
 
 
 _KINDS = {type(None): "an empty document", list: "a list", str: "a string", int: "a number",
           float: "a number", bool: "true or false"}
+_NOT_PRINTABLE = re.compile("[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010FFFF]")
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 def parse_document(data: bytes, name: str, suffix: str = ".yaml") -> dict[str, Any]:
-    """Parse a recipe document (JSON if ``suffix`` is ``.json``, else YAML) into a dict."""
+    """Parse a recipe document (JSON if ``suffix`` is ``.json``, else YAML) into a dict; every problem,
+    including a bound exceeded, is a :class:`RecipeError`."""
+    doc, problems = parse_document_checked(data, name, suffix)
+    if problems:
+        raise RecipeError(problems)
+    return doc
+
+
+def parse_document_checked(data: bytes, name: str, suffix: str = ".yaml") -> tuple[dict[str, Any], list[Problem]]:
+    """:func:`parse_document`, returning instead of raising the problems that leave the rest of the document
+    checkable (mapping keys that are not strings, left out of the dict; integers beyond int64), so that
+    validation can report them with everything else."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        line, column = _line_column(data, exc.start)
         raise RecipeError.single(name, "", f"not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line} column "
                                  f"{column}", "save the file as UTF-8") from None
-    doc = _parse_json(text, name) if suffix.lower() == ".json" else _parse_yaml(text, name)
+    if suffix.lower() == ".json":
+        doc, problems = bounded_copy(_parse_json(text, name), name)
+    else:
+        doc, problems = _parse_yaml(text, name)
+    if problems and (not isinstance(doc, dict) or _fatal(problems)):
+        raise RecipeError(problems)
     if not isinstance(doc, dict):
         kind = _KINDS.get(type(doc), type(doc).__name__)
         raise RecipeError.single(name, "", f"a recipe must be a mapping, got {kind}",
                                  "start with 'apiVersion: steerplug/v1'")
-    return doc
+    return doc, problems
+
+
+def _fatal(problems: list[Problem]) -> bool:
+    soft = ("is not a string", "is out of range", "unsupported value of type")
+    return not all(any(part in p.message for part in soft) for p in problems)
+
+
+def _line_column(data: bytes | str, offset: int) -> tuple[int, int]:
+    newline: Any = b"\n" if isinstance(data, bytes) else "\n"
+    return data.count(newline, 0, offset) + 1, offset - (data.rfind(newline, 0, offset) + 1) + 1
 
 
 def _parse_json(text: str, name: str) -> Any:
+    depth = _json_depth(text)
+    if depth > MAX_DEPTH:
+        raise RecipeError.single(name, "", f"nesting is deeper than {MAX_DEPTH} levels")
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_json_float, parse_int=_json_int,
                           object_pairs_hook=_refuse_duplicate_keys)
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise RecipeError.single(name, "", f"invalid JSON at {where}: {exc.msg}") from None
+    except RecursionError:  # not reached after the depth scan; kept so that no input can raise it
+        raise RecipeError.single(name, "", f"nesting is deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:
         raise RecipeError.single(name, "", f"invalid JSON: {exc}") from None
 
 
-def _parse_yaml(text: str, name: str) -> Any:
+def _json_depth(text: str) -> int:
+    """The deepest bracket nesting of a JSON text (strings skipped), in linear time and without parsing."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    if len(brackets) <= 2 * MAX_DEPTH:
+        return len(brackets) // 2
+    return max(itertools.accumulate(_DEPTH_STEP[c] for c in brackets))
+
+
+def _parse_yaml(text: str, name: str) -> tuple[Any, list[Problem]]:
+    bad = _NOT_PRINTABLE.search(text)
+    if bad:
+        line, column = _line_column(text, bad.start())
+        raise RecipeError.single(name, "", f"line {line} column {column}: character {ascii(bad.group())} is "
+                                 "not allowed in YAML", "remove control characters from the file")
     try:
-        return yaml.load(text, Loader=_StrictSafeLoader)
-    except _YamlRefusal as exc:
+        return compose(text, name)
+    except BoundsExceeded as exc:
+        raise RecipeError(exc.problems) from None
+    except YamlRefusal as exc:
         where = f"line {exc.mark.line + 1} column {exc.mark.column + 1}: " if exc.mark else ""
         raise RecipeError.single(name, "", where + exc.message) from None
     except yaml.YAMLError as exc:

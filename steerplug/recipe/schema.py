@@ -25,8 +25,13 @@ def schema_file_name(api_version: str = CURRENT_API_VERSION) -> str:
 
 def recipe_json_schema(plugins: Plugins) -> dict[str, Any]:
     """The JSON Schema of the current apiVersion for the operations registered in ``plugins``."""
-    return json.loads(_schema_text(tuple(sorted(plugins.operations.items())), plugins.generation,
-                                   tuple(sorted(plugins.probe_kinds.items()))))
+    return json.loads(recipe_json_schema_text(plugins))
+
+
+def recipe_json_schema_text(plugins: Plugins) -> str:
+    """:func:`recipe_json_schema` as compact JSON text (cached: cheap to call per document)."""
+    return _schema_text(tuple(sorted(plugins.operations.items())), plugins.generation,
+                        tuple(sorted(plugins.probe_kinds.items())))
 
 
 @lru_cache(maxsize=8)

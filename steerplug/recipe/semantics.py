@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from steerplug.errors import Problem, did_you_mean, json_pointer
+from steerplug.errors import Problem, did_you_mean, json_pointer, shown
 from steerplug.probes.validate import probe_problems
 from steerplug.recipe.spec import ARTIFACT_REF_PATTERN, SourceSpec
 from steerplug.sites.base import UNLAYERED_SITES
@@ -21,10 +21,13 @@ if TYPE_CHECKING:
 
 
 def semantic_problems(spec: RecipeBase, source: str, plugins: Plugins) -> list[Problem]:
-    """Every cross-field problem of a schema-valid recipe."""
+    """Every cross-field problem of a schema-valid recipe (or of the valid parts of an invalid one: ``spec``
+    may hold None for an entry that is invalid on its own)."""
     problems: list[Problem] = []
     seen: dict[str, int] = {}
     for index, item in enumerate(getattr(spec, "interventions", [])):
+        if item is None:
+            continue
         here = json_pointer(["interventions", index])
         if item.id in seen:
             problems.append(Problem(source, f"{here}/id", f"duplicate id '{item.id}'",
@@ -53,7 +56,7 @@ def _reference_problems(item: Any, here: str, spec: RecipeBase, source: str,
             artifact = value.split(":", 1)[0]
             if artifact not in spec.artifacts:
                 hint = did_you_mean(artifact, spec.artifacts) or "declare it under 'artifacts:'"
-                problems.append(Problem(source, pointer, f"unknown artifact '{artifact}'", hint))
+                problems.append(Problem(source, pointer, f"unknown artifact {shown(artifact)}", hint))
         elif isinstance(value, SourceSpec):
             problems.extend(_source_problems(value, pointer, source, plugins))
     return problems
@@ -71,12 +74,16 @@ def _source_problems(value: SourceSpec, pointer: str, source: str, plugins: Plug
     if registered is None:
         hint = did_you_mean(value.source, plugins.vector_sources, max_listed=None) or \
             "no vector-source plugin is installed"
-        return [Problem(source, f"{pointer}/source", f"unknown vector source '{value.source}'", hint)]
+        return [Problem(source, f"{pointer}/source", f"unknown vector source {shown(value.source)}", hint)]
     try:
         registered.spec_model.model_validate(value.model_dump())
     except ValidationError as exc:
         return [pydantic_problem(source, pointer, list(err["loc"]), err) for err in exc.errors()]
     return []
+
+
+_RANGES = {"greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"), "less_than": ("<", "lt"),
+           "less_than_equal": ("<=", "le")}
 
 
 def pydantic_problem(source: str, prefix: str, loc: list[Any], err: Any) -> Problem:
@@ -86,8 +93,16 @@ def pydantic_problem(source: str, prefix: str, loc: list[Any], err: Any) -> Prob
         return Problem(source, prefix + json_pointer(loc[:-1]), f"missing required field '{field}'")
     if kind == "extra_forbidden" and field is not None:
         return Problem(source, prefix + json_pointer(loc[:-1]), f"unknown field '{field}'")
+    bound = _RANGES.get(kind)
+    if bound is not None and bound[1] in err.get("ctx", {}):
+        return Problem(source, prefix + json_pointer(loc),
+                       f"{shown(err['input'])} is out of range (must be {bound[0]} {err['ctx'][bound[1]]})")
+    if kind in ("too_short", "too_long") and "actual_length" in err.get("ctx", {}):
+        ctx = err["ctx"]
+        limit = f"at least {ctx['min_length']}" if kind == "too_short" else f"at most {ctx['max_length']}"
+        return Problem(source, prefix + json_pointer(loc), f"expected {limit} items, got {ctx['actual_length']}")
     if kind == "finite_number":
-        return Problem(source, prefix + json_pointer(loc), f"expected a finite number, got {err['input']!r}")
+        return Problem(source, prefix + json_pointer(loc), f"expected a finite number, got {shown(err['input'])}")
     message = err["msg"]
     for noise in ("Value error, ", "Assertion failed, "):
         message = message.removeprefix(noise)

@@ -9,10 +9,11 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from steerplug.probes.conditions import Condition
+from steerplug.recipe.limits import MAX_TOKEN_INDEX
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 SITE_NAME_PATTERN = r"^[a-z_]+$"
-LAYER_RANGE_PATTERN = r"^(all|-?[0-9]*:-?[0-9]*)$"
+LAYER_RANGE_PATTERN = r"^(all|-?[0-9]{0,9}:-?[0-9]{0,9})$"
 ARTIFACT_REF_PATTERN = r"^[A-Za-z0-9_.-]+:[A-Za-z0-9_.@/-]+$"
 
 
@@ -34,10 +35,10 @@ NamedPosition = Literal["all", "prompt", "generated", "last_prompt"]
 class PositionRange(StrictModel):
     """Absolute token positions ``from <= p < to`` of each row; negative values count from the prompt end."""
 
-    from_: int | None = Field(default=None, alias="from")
+    from_: int | None = Field(default=None, alias="from", ge=-MAX_TOKEN_INDEX, le=MAX_TOKEN_INDEX)
     """First position (inclusive). Non-negative: from the row's first real token; negative: -1 is the last
     prompt token."""
-    to: int | None = None
+    to: int | None = Field(default=None, ge=-MAX_TOKEN_INDEX, le=MAX_TOKEN_INDEX)
     """End position (exclusive), same convention as ``from``; omitted means no end (generation included)."""
 
     model_config = ConfigDict(populate_by_name=True)
@@ -52,9 +53,9 @@ PositionSpec = Annotated[
 class Schedule(StrictModel):
     """When, over generated steps, the intervention is active (step 0 = the first generated token)."""
 
-    start: int = Field(default=0, ge=0)
+    start: int = Field(default=0, ge=0, le=MAX_TOKEN_INDEX)
     """First generated step (inclusive)."""
-    stop: int | None = Field(default=None, ge=1)
+    stop: int | None = Field(default=None, ge=1, le=MAX_TOKEN_INDEX)
     """Last generated step (exclusive); omitted means until the end of generation."""
     decay: Literal["none", "linear", "exponential"] = "none"
     """How strength fades over [start, stop): 'linear' reaches 0 at stop, 'exponential' multiplies by rate."""
@@ -91,16 +92,28 @@ def _finite(value: Any) -> Any:
 # Inline numbers admit NaN/inf at parse time so that the after-validator can say "vector contains NaN or
 # infinite values" once for the whole field (scalar float fields are refused by ``allow_inf_nan=False``).
 _Number = Annotated[float, Field(allow_inf_nan=True)]
+_Numbers = Annotated[list[_Number], Field(min_length=1)]
+
+
+class SiteWidth:
+    """Marks a field whose inline numbers (or each of their rows) are as wide as the site, so that
+    ``validate`` can check them against a declared ``model.hidden_size``."""
+
+
+SITE_WIDTH = SiteWidth()
 
 VectorSpec = Annotated[
-    list[_Number] | Annotated[str, Field(pattern=ARTIFACT_REF_PATTERN)] | SourceSpec,
+    _Numbers | Annotated[str, Field(pattern=ARTIFACT_REF_PATTERN)] | SourceSpec,
     AfterValidator(_finite),
     Field(description="Inline numbers, an artifact reference 'artifact:tensor', or a vector source."),
+    SITE_WIDTH,
 ]
 DirectionsSpec = Annotated[
-    list[_Number] | list[list[_Number]] | Annotated[str, Field(pattern=ARTIFACT_REF_PATTERN)] | SourceSpec,
+    _Numbers | Annotated[list[_Numbers], Field(min_length=1)] | Annotated[str, Field(pattern=ARTIFACT_REF_PATTERN)]
+    | SourceSpec,
     AfterValidator(_finite),
     Field(description="One direction or several (rows), inline, as 'artifact:tensor', or a vector source."),
+    SITE_WIDTH,
 ]
 
 
@@ -142,9 +155,32 @@ def parse_layer_range(text: str, num_layers: int) -> list[int]:
     """Expand ``'all'`` or ``'a:b'`` (Python slice semantics, negative from the end) into layer indices."""
     if text == "all":
         return list(range(num_layers))
-    match = re.fullmatch(r"(-?\d*):(-?\d*)", text)
+    match = re.fullmatch(r"(-?\d{0,9}):(-?\d{0,9})", text)
     if not match:
         raise ValueError(f"invalid layer range '{text}'")
     start = int(match[1]) if match[1] else None
     stop = int(match[2]) if match[2] else None
     return list(range(num_layers))[slice(start, stop)]
+
+
+def resolve_layers(spec: int | list[int] | str, num_layers: int) -> list[int]:
+    """Layer indices for a ``layers:`` value; raises ValueError(message, hint) when out of range."""
+    if isinstance(spec, str):
+        layers = parse_layer_range(spec, num_layers)
+        if not layers:
+            raise ValueError(f"layer range '{spec}' selects no layer", f"the model has {num_layers} layers")
+        return layers
+    raw = [spec] if isinstance(spec, int) else list(spec)
+    if not raw:
+        raise ValueError("empty layer list")
+    resolved: list[int] = []
+    for layer in raw:
+        if not -num_layers <= layer < num_layers:
+            raise ValueError(f"layer {layer} is out of range",
+                             f"the model has {num_layers} layers: 0..{num_layers - 1}, or -{num_layers}..-1")
+        index = layer % num_layers
+        if index in resolved:
+            same = f" (= layer {index})" if layer != index else ""
+            raise ValueError(f"layer {layer}{same} is listed twice")
+        resolved.append(index)
+    return resolved

@@ -1,22 +1,31 @@
 """dict → typed recipe: migration, JSON Schema and pydantic validation, and cross-field checks.
 
-Every problem found is collected (not just the first) and reported as ``file: /pointer: message (hint)``.
+Every phase runs on every document and every problem is reported at once, as ``file: /pointer: message
+(hint)``: an unknown operation does not hide a misspelt field elsewhere. A later phase's problem about a place
+an earlier phase already reported (the same place, inside it or around it) is left out: it says the same thing
+in other words. The names phase runs first so that unknown operations, sites and probe kinds get a "did you
+mean"; an item whose operation is unknown is not checked further (which fields apply is unknown).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from functools import lru_cache
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-import jsonschema
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from steerplug.errors import Problem, RecipeError, did_you_mean, json_pointer
+from steerplug.errors import Problem, RecipeError, did_you_mean, json_pointer, shown
+from steerplug.probes.spec import MonitorSpec
 from steerplug.probes.validate import probe_name_problems
-from steerplug.recipe.document import RecipeBase, build_recipe_model
+from steerplug.recipe.declared import declared_model_problems
+from steerplug.recipe.document import ModelBinding, RecipeBase, build_recipe_model
 from steerplug.recipe.errors_jsonschema import problems_from_schema_error
 from steerplug.recipe.migrate import migrate
-from steerplug.recipe.schema import recipe_json_schema
+from steerplug.recipe.schema import recipe_json_schema_text
+from steerplug.recipe.schema_check import schema_errors
 from steerplug.recipe.semantics import pydantic_problem, semantic_problems
 from steerplug.sites.base import SITES
 
@@ -24,28 +33,29 @@ if TYPE_CHECKING:
     from steerplug.plugins import Plugins
 
 
-def validate_document(doc: dict[str, Any], source: str, plugins: Plugins) -> RecipeBase:
-    """Validate a parsed recipe document and return the typed, frozen recipe specification."""
+def validate_document(doc: dict[str, Any], source: str, plugins: Plugins,
+                      early: Sequence[Problem] = ()) -> RecipeBase:
+    """Validate a parsed recipe document and return the typed, frozen recipe specification. ``early`` are
+    problems found while parsing that left the rest checkable; they are reported with the others."""
     doc = migrate(doc, source, plugins.migrations)
-    problems = _name_problems(doc, source, plugins)
-    if not problems:
-        problems = _schema_problems(doc, source, plugins)
-    if not problems:
-        spec, problems = _pydantic(doc, source, plugins)
-        if spec is not None:
-            problems = semantic_problems(spec, source, plugins)
-            if not problems:
-                return spec
-    raise RecipeError(problems)
+    names, unchecked = _name_problems(doc, source, plugins)
+    schema = [p for p in _schema_problems(doc, source, plugins) if not _inside_any(p.pointer, unchecked)]
+    spec, typed = _pydantic(doc, source, plugins)
+    typed = [p for p in typed if not _inside_any(p.pointer, unchecked)]
+    checked: Any = spec if spec is not None else _partial_spec(doc, plugins)
+    cross = semantic_problems(checked, source, plugins) + declared_model_problems(checked, source)
+    problems = merge_phases([list(early), names, schema, typed, cross])
+    if problems or spec is None:
+        raise RecipeError(problems or [Problem(source, "", "the document is not a valid recipe")])
+    return spec
 
 
-def _name_problems(doc: dict[str, Any], source: str, plugins: Plugins) -> list[Problem]:
-    """Unknown operation and site names, checked first so they get a 'did you mean' hint."""
+def _name_problems(doc: dict[str, Any], source: str, plugins: Plugins) -> tuple[list[Problem], list[str]]:
+    """Unknown operation and site names, with a 'did you mean' hint; and the items not to check further."""
     problems: list[Problem] = []
+    unchecked: list[str] = []
     interventions = doc.get("interventions")
-    if not isinstance(interventions, list):
-        return problems
-    for index, item in enumerate(interventions):
+    for index, item in enumerate(interventions if isinstance(interventions, list) else []):
         if not isinstance(item, dict):
             continue
         here = json_pointer(["interventions", index])
@@ -53,22 +63,26 @@ def _name_problems(doc: dict[str, Any], source: str, plugins: Plugins) -> list[P
         if op is None:
             hint = did_you_mean("", plugins.operations, max_listed=None)
             problems.append(Problem(source, here, "missing required field 'op'", hint))
+            unchecked.append(here)
         elif not isinstance(op, str) or op not in plugins.operations:
-            hint = did_you_mean(str(op), plugins.operations, max_listed=None)
-            problems.append(Problem(source, f"{here}/op", f"unknown operation {op!r}", hint))
+            hint = did_you_mean(op if isinstance(op, str) else "", plugins.operations, max_listed=None)
+            problems.append(Problem(source, f"{here}/op", f"unknown operation {shown(op)}", hint))
+            unchecked.append(here)
         site = item.get("site")
         if isinstance(site, str) and site not in SITES:
-            problems.append(Problem(source, f"{here}/site", f"unknown site {site!r}",
-                                    did_you_mean(site, SITES)))
-    return problems + probe_name_problems(doc, source, plugins)
+            problems.append(Problem(source, f"{here}/site", f"unknown site {shown(site)}", did_you_mean(site, SITES)))
+    probe_problems = probe_name_problems(doc, source, plugins)
+    unchecked += [p.pointer.removesuffix("/kind") for p in probe_problems if "probe kind" in p.message]
+    unchecked += [p.pointer for p in probe_problems if p.message == "missing required field 'kind'"]
+    return problems + probe_problems, unchecked
 
 
 def _schema_problems(doc: dict[str, Any], source: str, plugins: Plugins) -> list[Problem]:
-    validator = jsonschema.Draft202012Validator(recipe_json_schema(plugins))
     problems: list[Problem] = []
-    for error in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
+    errors = schema_errors(recipe_json_schema_text(plugins), doc)
+    for error in sorted(errors, key=lambda e: [str(part) for part in e.absolute_path]):
         problems.extend(problems_from_schema_error(error, source))
-    return _dedupe(problems)
+    return list(dict.fromkeys(problems))
 
 
 def _pydantic(doc: dict[str, Any], source: str, plugins: Plugins) -> tuple[RecipeBase | None, list[Problem]]:
@@ -76,29 +90,113 @@ def _pydantic(doc: dict[str, Any], source: str, plugins: Plugins) -> tuple[Recip
     try:
         return model.model_validate(doc), []
     except ValidationError as exc:
-        problems: list[Problem] = []
-        branch_pointers: set[str] = set()
-        for err in exc.errors():
-            problem = pydantic_problem(source, "", _strip_tags(err["loc"], plugins), err)
-            if any(isinstance(p, str) and _UNION_BRANCH.match(p) for p in err["loc"]):
-                if problem.pointer in branch_pointers:
-                    continue  # a union: keep the first branch's message (pydantic tries branches in order)
-                branch_pointers.add(problem.pointer)
-            problems.append(problem)
-        return None, _dedupe(problems)
+        return None, typed_problems(exc, source, "", doc)
 
 
-_UNION_BRANCH = re.compile(r"^(float|int|str|bool|none|constrained-str|[a-z-]+\[.*\])$")
-
-
-def _strip_tags(loc: tuple[Any, ...], plugins: Plugins) -> list[Any]:
-    # Discriminated unions insert the tag (op or probe kind) after the list index, and plain unions the
-    # branch's type label (``float``, ``constrained-str``, ``list[float]``); neither is part of the document.
-    parts, tags = list(loc), {*plugins.operations, *plugins.probe_kinds}
-    return [p for i, p in enumerate(parts)
-            if not (i > 0 and isinstance(p, str)
-                    and ((isinstance(parts[i - 1], int) and p in tags) or _UNION_BRANCH.match(p)))]
-
-
-def _dedupe(problems: list[Problem]) -> list[Problem]:
+def typed_problems(exc: ValidationError, source: str, prefix: str, doc: Any) -> list[Problem]:
+    """The problems of a pydantic error about ``doc``, one per place (a union keeps its first branch's
+    message)."""
+    problems: list[Problem] = []
+    branch_pointers: set[str] = set()
+    for err in exc.errors():
+        loc = document_path(doc, err["loc"], keep_last=err["type"] == "missing")
+        problem = pydantic_problem(source, prefix, loc, err)
+        if len(loc) < len(err["loc"]) - (err["type"] == "missing"):
+            if problem.pointer in branch_pointers:
+                continue  # a union: keep the first branch's message (pydantic tries branches in order)
+            branch_pointers.add(problem.pointer)
+        problems.append(problem)
     return list(dict.fromkeys(problems))
+
+
+def document_path(doc: Any, loc: Sequence[Any], keep_last: bool = False) -> list[Any]:
+    """The parts of a pydantic error location that are places in ``doc``: unions insert their branch's label
+    (an operation name, ``PositionRange``, ``list[float]``...), which is not part of the document. With
+    ``keep_last``, the last part is kept even if absent (the name of a missing field)."""
+    path: list[Any] = []
+    node = doc
+    for index, part in enumerate(loc):
+        if isinstance(node, dict) and isinstance(part, str) and part in node:
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            path.append(part)
+            node = node[part]
+        elif keep_last and index == len(loc) - 1:
+            path.append(part)
+    return path
+
+
+def _partial_spec(doc: dict[str, Any], plugins: Plugins) -> SimpleNamespace:
+    """The parts of an invalid document that are valid on their own (None for each invalid list entry), so
+    that the cross-field checks still run on them."""
+    model = build_recipe_model(plugins.operations, plugins.probe_kinds)
+    item, probe = _entry_adapters(model)
+    artifacts = doc.get("artifacts")
+    return SimpleNamespace(
+        artifacts=dict.fromkeys(k for k in artifacts if isinstance(k, str)) if isinstance(artifacts, dict) else {},
+        model=_valid_or_none(TypeAdapter(ModelBinding), doc.get("model")),
+        interventions=_valid_entries(item, doc.get("interventions")),
+        probes=_valid_entries(probe, doc.get("probes")),
+        monitors=_valid_entries(TypeAdapter(MonitorSpec), doc.get("monitors")),
+    )
+
+
+@lru_cache(maxsize=16)
+def _entry_adapters(model: type[RecipeBase]) -> tuple[TypeAdapter[Any], TypeAdapter[Any]]:
+    fields = model.model_fields
+    return (TypeAdapter(fields["interventions"].annotation), TypeAdapter(fields["probes"].annotation))
+
+
+def _valid_entries(adapter: TypeAdapter[Any], entries: Any) -> list[Any]:
+    if not isinstance(entries, list):
+        return []
+    return [_valid_or_none(adapter, [entry], unwrap=True) for entry in entries]
+
+
+def _valid_or_none(adapter: TypeAdapter[Any], value: Any, unwrap: bool = False) -> Any:
+    if value is None:
+        return None
+    try:
+        result = adapter.validate_python(value)
+    except ValidationError:
+        return None
+    return result[0] if unwrap else result
+
+
+def merge_phases(phases: Sequence[Sequence[Problem]]) -> list[Problem]:
+    """Problems of every phase, in order; a problem whose subject an earlier phase already reported (the
+    same place, a place inside it, or one around it) is left out. Linear in the number of problems."""
+    merged: list[Problem] = []
+    reported: set[str] = set()
+    around: set[str] = set()  # every place that holds a reported subject
+    for phase in phases:
+        subjects: list[str] = []
+        for problem in dict.fromkeys(phase):
+            subject = _subject(problem)
+            if subject in around or any(place in reported for place in _enclosing(subject)):
+                continue
+            merged.append(problem)
+            subjects.append(subject)
+        reported.update(subjects)
+        around.update(place for subject in subjects for place in (subject, *_enclosing(subject)) if place)
+    return merged
+
+
+_NAMED_FIELD = re.compile(r"^(?:unknown field|missing required field) '([^']*)'")
+
+
+def _subject(problem: Problem) -> str:
+    """The place a problem is about: a missing or unknown field is about that field, not its mapping."""
+    match = _NAMED_FIELD.match(problem.message)
+    return f"{problem.pointer}/{match[1]}" if match else problem.pointer
+
+
+def _enclosing(pointer: str) -> list[str]:
+    """The places around ``pointer`` (``/a/b/c`` → ``/a/b``, ``/a``; the document itself excluded)."""
+    parts = pointer.split("/")
+    return ["/".join(parts[:end]) for end in range(len(parts) - 1, 1, -1)]
+
+
+def _inside_any(pointer: str, places: list[str]) -> bool:
+    return any(pointer == place or pointer.startswith(place + "/") for place in places)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from steerplug.errors import Problem
-from steerplug.recipe.spec import parse_layer_range
+from steerplug.recipe.spec import resolve_layers
 from steerplug.sites.base import ModelInfo
+
+__all__ = ["binding_problems", "resolve_layers"]
 
 
 def binding_problems(binding: Any, info: ModelInfo, source: str) -> list[Problem]:
@@ -30,26 +32,3 @@ def binding_problems(binding: Any, info: ModelInfo, source: str) -> list[Problem
                                     f"recipe needs {field.replace('_', ' ')} {wanted}, this model has {actual}",
                                     "this recipe was made for a different model"))
     return problems
-
-
-def resolve_layers(spec: int | list[int] | str, num_layers: int) -> list[int]:
-    """Layer indices for a ``layers:`` value; raises ValueError(message, hint) when out of range."""
-    if isinstance(spec, str):
-        layers = parse_layer_range(spec, num_layers)
-        if not layers:
-            raise ValueError(f"layer range '{spec}' selects no layer", f"the model has {num_layers} layers")
-        return layers
-    raw = [spec] if isinstance(spec, int) else list(spec)
-    if not raw:
-        raise ValueError("empty layer list")
-    resolved: list[int] = []
-    for layer in raw:
-        if not -num_layers <= layer < num_layers:
-            raise ValueError(f"layer {layer} is out of range",
-                             f"the model has {num_layers} layers: 0..{num_layers - 1}, or -{num_layers}..-1")
-        index = layer % num_layers
-        if index in resolved:
-            same = f" (= layer {index})" if layer != index else ""
-            raise ValueError(f"layer {layer}{same} is listed twice")
-        resolved.append(index)
-    return resolved
