@@ -10,6 +10,8 @@ from typing import Any
 
 MAX_SHOWN_CHARS = 80
 """A value echoed in a message is cut to this many characters (then an ellipsis)."""
+MAX_PROBLEMS = 100
+"""A :class:`RecipeError` lists at most this many problems; a last line counts the others."""
 MAX_PART_CHARS = 400
 """Each part of a problem line (source, pointer, message, hint) is cut to this many characters."""
 _ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
@@ -81,6 +83,11 @@ class RecipeError(SteerplugError, ValueError):
     def __init__(self, problems: Sequence[Problem]):
         if not problems:
             raise ValueError("RecipeError needs at least one problem")
+        problems = list(problems)
+        if len(problems) > MAX_PROBLEMS + 1:  # one line per problem, but never an endless report
+            hidden = len(problems) - MAX_PROBLEMS
+            more = Problem(problems[MAX_PROBLEMS].source, "", f"{hidden} more problems not shown", "fix these first")
+            problems = [*problems[:MAX_PROBLEMS], more]
         self.problems: tuple[Problem, ...] = tuple(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
 
@@ -109,6 +116,12 @@ def did_you_mean(word: str, choices: Iterable[str], max_listed: int | None = 12)
     if options and (max_listed is None or len(options) <= max_listed):
         return "expected one of: " + ", ".join(options)
     return None
+
+
+def count(number: int, noun: str) -> str:
+    """``1 item``, ``2 items``, ``no items`` (``entry``: ``entries``)."""
+    plural = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    return f"{number or 'no'} {noun if number == 1 else plural}"
 
 
 def json_pointer(parts: Iterable[str | int]) -> str:

@@ -69,6 +69,7 @@ def test_run_reports_user_mistakes_in_one_line(model_dir: Path, tmp_path: Path,
     assert capsys.readouterr().err == f"{tmp_path / 'missing.yaml'}: /: file not found\n"
     wide = yaml.safe_load(_recipe(tmp_path, 1.0).read_text())
     wide["model"]["hidden_size"] = 64
+    wide["interventions"][0]["vector"] *= 2  # consistent with the declared (wrong) model, so it loads
     (tmp_path / "wide.yaml").write_text(yaml.safe_dump(wide))
     assert main(["run", "--model", str(model_dir), "--recipe", str(tmp_path / "wide.yaml"), "--prompt", "x"]) == 1
     assert capsys.readouterr().err == (f"{tmp_path / 'wide.yaml'}: /model/hidden_size: recipe needs hidden size 64, "

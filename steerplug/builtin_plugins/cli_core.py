@@ -10,7 +10,7 @@ from pathlib import Path
 
 from steerplug.cli.args import positive_int
 from steerplug.cli.command import Command
-from steerplug.errors import RecipeError
+from steerplug.errors import RecipeError, one_line
 from steerplug.hookspecs import hookimpl
 
 
@@ -29,13 +29,19 @@ def _run_validate(args: argparse.Namespace) -> int:
         except RecipeError as exc:
             failed += 1
             for problem in exc.problems:
-                print(problem)
+                _say(str(problem))
             continue
         if not args.quiet:
             count = len(getattr(recipe.spec, "interventions", []))
             noun = "intervention" if count == 1 else "interventions"
-            print(f"{file}: valid ({recipe.spec.apiVersion}, {count} {noun})")
+            _say(f"{one_line(file, limit=4096)}: valid ({recipe.spec.apiVersion}, {count} {noun})")
     return 1 if failed else 0
+
+
+def _say(line: str) -> None:
+    """Print one line whatever stdout's encoding (what it cannot encode is written as escapes)."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    print(line.encode(encoding, "backslashreplace").decode(encoding, "replace"))
 
 
 def _configure_schema(parser: argparse.ArgumentParser) -> None:

@@ -67,6 +67,7 @@ class AddOperation:
         v = target.resolve_vector(spec.vector, "vector")
         if spec.normalize:
             v = unit(v, *target.where("vector")).to(target.dtype)
+        target.check_scaled(v, "vector")
 
         def edit(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
             return x + alpha * v
@@ -99,6 +100,7 @@ class ClampOperation:
     def compile(self, spec: ClampSpec, target: OpTarget) -> Edit:
         d = unit(target.resolve_vector(spec.vector, "vector"), *target.where("vector")).to(target.device, target.dtype)
         value = resolve_scalar(spec.value, "value", target)
+        target.check_scaled(value, "value")
 
         def edit(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
             coordinate = (x * d).sum(dim=-1, keepdim=True)
@@ -114,6 +116,7 @@ class ScaleOperation:
     spec_model = ScaleSpec
 
     def compile(self, spec: ScaleSpec, target: OpTarget) -> Edit:
+        target.check_scaled(spec.factor - 1.0, "factor")
         gain = torch.tensor(spec.factor - 1.0, device=target.device, dtype=target.dtype)
         if spec.vector is None:
             return lambda x, alpha: x + alpha * (gain * x)

@@ -94,6 +94,8 @@ class ExpertsOperation:
         check_experts(spec, target)
         width = target.binding.width
         bias = target.resolve_vector(spec.bias, "bias") if spec.bias is not None else None
+        if bias is not None:
+            target.check_scaled(bias, "bias")
         disabled, forced = _mask(spec.disable, width, target.device), _mask(spec.force, width, target.device)
 
         def edit(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:

@@ -135,13 +135,16 @@ class HeadsOperation:
         if spec.mode == "add":
             assert spec.vector is not None
             v = spread(head_tensor(spec.vector, "vector", target), spec.heads, "vector", target, True).to(*put)
+            target.check_scaled(v, "vector")
             return lambda x, alpha: x + alpha * v
         if spec.mode == "mean":
             assert spec.mean is not None
             mu = spread(head_tensor(spec.mean, "mean", target), spec.heads, "mean", target, False).to(*put)
+            target.check_scaled(mu, "mean")
             keep = (1.0 - chosen).to(*put)
             return lambda x, alpha: toward(x, x * keep + mu, alpha)
         factor = 0.0 if spec.mode == "zero" else float(spec.factor or 0.0)
+        target.check_scaled(factor, "factor")
         gain = (1.0 - chosen + factor * chosen).to(*put)
         return lambda x, alpha: toward(x, x * gain, alpha)
 

@@ -102,6 +102,7 @@ class PatchOperation:
 
     def compile(self, spec: PatchSpec, target: OpTarget) -> Edit:
         recorded = load_recording(spec, target)
+        target.check_scaled(recorded, "recording")
         return replay(target, recorded, lambda x, rows: rows)
 
 
@@ -117,6 +118,7 @@ class SubspacePatchOperation:
         recorded = load_recording(spec, target)
         basis = load_basis(spec.basis, "basis", target, spec.orthonormalize)
         coordinates = recorded @ basis.T
+        target.check_scaled(coordinates, "recording")
         return replay(target, coordinates,
                       lambda x, recorded_coordinates: x + (recorded_coordinates - x @ basis.T) @ basis)
 

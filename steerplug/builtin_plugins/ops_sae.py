@@ -97,6 +97,7 @@ class SaeAddOperation:
         sae = load_sae(spec, target)
         values = torch.tensor(spec.values or [1.0] * len(spec.latents), dtype=torch.float32)
         direction = values.to(sae.W_dec) @ sae.W_dec
+        target.check_scaled(direction, "values")
         return lambda x, alpha: x + alpha * direction
 
 
@@ -109,6 +110,7 @@ class SaeClampOperation:
     def compile(self, spec: SaeClampSpec, target: OpTarget) -> Edit:
         sae = load_sae(spec, target)
         values = torch.tensor(spec.values, dtype=torch.float32).to(sae.W_dec)
+        target.check_scaled(values @ sae.W_dec, "values")
         return lambda x, alpha: x + alpha * ((values - sae.encode(x)) @ sae.W_dec)
 
 

@@ -117,6 +117,7 @@ class SubspaceSetOperation:
         if len(spec.values) != basis.shape[0]:
             raise RecipeError.single(*target.where("values"), f"{len(spec.values)} values for a basis of "
                                      f"{basis.shape[0]} rows", "give one value per basis row")
+        target.check_scaled(max(abs(v) for v in spec.values), "values")
         values = torch.tensor(spec.values, dtype=target.dtype, device=target.device)
         return lambda x, alpha: toward(x, x + (values - x @ basis.T) @ basis, alpha)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
@@ -48,10 +48,33 @@ class OpTarget:
     the runtime when it compiles for an attach."""
     """The :class:`steerplug.recipe.load.Recipe` being compiled, for operations that read whole artifacts
     (``recipe.tensors``, ``recipe.configs``: e.g. sparse autoencoders) or tensors of their own shape."""
+    strength: float = 1.0
+    """The intervention's strength at attach time (see :meth:`check_scaled`)."""
+    scaled: list[float] = field(default_factory=list)
+    """Magnitudes passed to :meth:`check_scaled`; later strength changes are checked against them too."""
 
     def where(self, field: str) -> tuple[str, str]:
         """``(source, pointer)`` locating ``field`` of this intervention, for :class:`RecipeError`."""
         return self.source, f"{self.pointer}/{field}"
+
+    def check_scaled(self, value: torch.Tensor | float, field: str) -> None:
+        """Refuse (a located :class:`RecipeError` at ``field``) a term the strength multiplies — a vector
+        added, a value set, a shift, a coefficient of the activation — whose product with the strength is
+        beyond :attr:`dtype`'s range: the edit would overflow even for a zero or unit activation. Operations
+        call this at compile time for each such term (a zero-dim or any-shape tensor, or a number)."""
+        from steerplug.errors import RecipeError
+        from steerplug.recipe.numeric import overflow_problem
+
+        several = isinstance(value, torch.Tensor) and value.numel() > 1
+        if isinstance(value, torch.Tensor):
+            magnitude = float(value.detach().abs().max()) if value.numel() else 0.0
+        else:
+            magnitude = abs(float(value))
+        self.scaled.append(magnitude)
+        problem = overflow_problem(self.strength, magnitude, self.dtype, self.source, f"{self.pointer}/{field}",
+                                   field, several)
+        if problem is not None:
+            raise RecipeError([problem])
 
 
 @runtime_checkable

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import struct
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file
 
-from steerplug.errors import Problem, RecipeError
+from steerplug.errors import Problem, RecipeError, shown
+from steerplug.recipe.limits import MAX_PATH_CHARS, MAX_PATH_COMPONENT_BYTES
+from steerplug.recipe.parse import NotRegularFile
+from steerplug.recipe.safetensors_header import read_header
 
 if TYPE_CHECKING:
     from steerplug.recipe.document import Artifact, RecipeBase
@@ -20,6 +22,7 @@ MAX_ARTIFACT_BYTES = 4 << 30
 """Default cap on one artifact file (4 GiB)."""
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".npy", ".npz", ".joblib"})
 _CHUNK = 1 << 20
+_SUPPORTED = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 TensorTable = dict[str, dict[str, torch.Tensor]]
 ConfigTable = dict[str, dict[str, Any]]
@@ -32,9 +35,11 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, streamed."""
+    """Hex sha256 of a regular file, streamed (a FIFO or device is refused, never read)."""
+    from steerplug.recipe.parse import open_regular
+
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
@@ -44,6 +49,7 @@ def confined_path(root: Path, relative: str) -> Path:
     """``root/relative`` if it stays inside ``root`` and passes through no symlink; else ValueError."""
     if Path(relative).is_absolute() or "\\" in relative:
         raise ValueError("artifact paths must be relative to the recipe folder")
+    check_path_lengths(relative)
     root = root.resolve()
     current = root
     for part in Path(relative).parts:
@@ -55,6 +61,16 @@ def confined_path(root: Path, relative: str) -> Path:
     if not current.resolve().is_relative_to(root):
         raise ValueError("artifact path escapes the recipe folder")
     return current
+
+
+def check_path_lengths(relative: str) -> None:
+    """Refuse a path longer than :data:`MAX_PATH_CHARS` or with a component over
+    :data:`MAX_PATH_COMPONENT_BYTES` UTF-8 bytes (ValueError), before the file system is asked."""
+    if len(relative) > MAX_PATH_CHARS:
+        raise ValueError(f"artifact path is longer than {MAX_PATH_CHARS} characters")
+    for part in relative.split("/"):
+        if len(part.encode("utf-8", "surrogatepass")) > MAX_PATH_COMPONENT_BYTES:
+            raise ValueError(f"artifact path component {shown(part)} is longer than {MAX_PATH_COMPONENT_BYTES} bytes")
 
 
 def load_artifact_tables(spec: RecipeBase, root: Path | None, source: str,
@@ -73,6 +89,11 @@ def load_artifact_tables(spec: RecipeBase, root: Path | None, source: str,
         except ValueError as exc:
             hint = exc.args[1] if len(exc.args) > 1 else None
             problems.append(Problem(source, f"/artifacts/{name}/{_field_of(exc)}", str(exc.args[0]), hint))
+        except NotRegularFile as exc:
+            problems.append(Problem(source, f"/artifacts/{name}/path", f"'{exc.filename}' {exc}",
+                                    "artifacts are regular files"))
+        except OSError as exc:
+            problems.append(Problem(source, f"/artifacts/{name}/path", f"cannot read artifact: {exc.strerror or exc}"))
     if problems:
         raise RecipeError(problems)
     return tables, configs
@@ -127,8 +148,11 @@ def _load_sae(artifact: Artifact, root: Path | None, max_bytes: int) -> tuple[di
 
 def _pinned_file(root: Path, relative: str, digest: str, max_bytes: int) -> Path:
     path = confined_path(root, relative)
-    if not path.is_file():
+    if not path.exists():
         raise ValueError(f"artifact file '{relative}' not found in {root}")
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"artifact '{relative}' is {_kind(mode)}, not a regular file", "artifacts are regular files")
     if path.stat().st_size > max_bytes:
         raise ValueError(f"artifact file '{relative}' is larger than the {max_bytes}-byte cap")
     actual = sha256_file(path)
@@ -136,6 +160,14 @@ def _pinned_file(root: Path, relative: str, digest: str, max_bytes: int) -> Path
         raise _ShaError(f"sha256 mismatch for '{relative}': file has {actual}",
                         "the file changed since the recipe was written; re-extract or fix the checksum")
     return path
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file"
 
 
 def _json_object(path: Path, max_bytes: int) -> Any:
@@ -149,17 +181,7 @@ def _json_object(path: Path, max_bytes: int) -> Any:
 
 
 def _check_header(path: Path, label: str) -> None:
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-        if len(head) < 8:
-            raise ValueError(f"'{label}' is not a safetensors file (too short)")
-        (length,) = struct.unpack("<Q", head)
-        if length > min(path.stat().st_size, 100 << 20):
-            raise ValueError(f"'{label}' is not a safetensors file (bad header)")
-        try:
-            json.loads(handle.read(length))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise ValueError(f"'{label}' is not a safetensors file (bad header)") from None
+    read_header(path, label)  # bounded, structure-checked, before safetensors reads the file
 
 
 def _checked_tensors(path: Path, label: str) -> dict[str, torch.Tensor]:
@@ -168,8 +190,10 @@ def _checked_tensors(path: Path, label: str) -> dict[str, torch.Tensor]:
     except Exception as exc:  # safetensors raises its own error types
         raise ValueError(f"cannot read '{label}': {exc}") from None
     for key, tensor in tensors.items():
-        if not tensor.is_floating_point():
+        if not tensor.is_floating_point() or tensor.dtype not in _SUPPORTED:
             raise ValueError(f"tensor '{key}' in '{label}' is {tensor.dtype}, expected floating point")
+        if tensor.numel() == 0:
+            raise ValueError(f"tensor '{key}' in '{label}' is empty (shape {list(tensor.shape)})")
         if not bool(torch.isfinite(tensor).all()):
             raise ValueError(f"tensor '{key}' in '{label}' contains NaN or infinite values")
     return tensors

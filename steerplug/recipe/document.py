@@ -6,9 +6,11 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import Field, create_model, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
+from steerplug.errors import shown
 from steerplug.probes.spec import MonitorSpec, ProbeBase
+from steerplug.recipe.limits import MAX_ARTIFACTS, MAX_PATH_CHARS, MAX_PATH_COMPONENT_BYTES
 from steerplug.recipe.spec import ID_PATTERN, InterventionBase, StrictModel
 
 if TYPE_CHECKING:
@@ -62,7 +64,7 @@ class Artifact(StrictModel):
     """A safetensors file inside the recipe bundle, or (``format: sae``) a sparse-autoencoder folder in the
     SAELens layout; every file is verified by sha256 before use."""
 
-    path: str = Field(pattern=ARTIFACT_PATH_PATTERN)
+    path: str = Field(pattern=ARTIFACT_PATH_PATTERN, max_length=MAX_PATH_CHARS)
     """Path relative to the recipe's folder; it may not leave the folder or pass through symlinks."""
     sha256: Annotated[str, Field(pattern=SHA256_PATTERN)] | dict[
         Annotated[str, Field(pattern=FILE_NAME_PATTERN)], Annotated[str, Field(pattern=SHA256_PATTERN)]]
@@ -71,6 +73,14 @@ class Artifact(StrictModel):
     format: Literal["safetensors", "sae"] = "safetensors"
     """``safetensors`` (a tensor file) or ``sae`` (a folder: ``cfg.json`` + ``W_enc, b_enc, W_dec, b_dec``
     weights, see :mod:`steerplug.sae`)."""
+
+    @field_validator("path")
+    @classmethod
+    def _components_fit_file_systems(cls, path: str) -> str:
+        for part in path.split("/"):
+            if len(part.encode("utf-8", "surrogatepass")) > MAX_PATH_COMPONENT_BYTES:
+                raise ValueError(f"path component {shown(part)} is longer than {MAX_PATH_COMPONENT_BYTES} bytes")
+        return path
 
     @model_validator(mode="after")
     def _digests_match_format(self) -> Artifact:
@@ -103,7 +113,8 @@ class RecipeBase(StrictModel):
     metadata: Metadata
     model: ModelBinding | None = None
     artifacts: dict[Annotated[str, Field(pattern=ID_PATTERN)], Artifact] = Field(
-        default_factory=dict, json_schema_extra={"additionalProperties": False}  # names must match ID_PATTERN
+        default_factory=dict, max_length=MAX_ARTIFACTS,
+        json_schema_extra={"additionalProperties": False},  # names must match ID_PATTERN
     )
     """Named tensor files; reference a tensor as ``name:tensor``."""
     monitors: list[MonitorSpec] = Field(default_factory=list)

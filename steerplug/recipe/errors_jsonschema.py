@@ -7,7 +7,7 @@ from typing import Any
 
 from jsonschema.exceptions import ValidationError
 
-from steerplug.errors import Problem, did_you_mean, json_pointer, shown
+from steerplug.errors import Problem, count, did_you_mean, json_pointer, shown
 from steerplug.recipe.document import ARTIFACT_PATH_PATTERN
 from steerplug.recipe.spec import ARTIFACT_REF_PATTERN, ID_PATTERN, LAYER_RANGE_PATTERN
 
@@ -19,21 +19,26 @@ _PATTERN_HINTS = {
     ARTIFACT_PATH_PATTERN: "artifact paths are relative to the recipe folder",
     r"^[0-9a-f]{40}$": "expected a full 40-hex commit sha",
 }
-_COUNTS = {"minItems": "at least {} items", "maxItems": "at most {} items", "minLength": "at least {} characters",
-           "maxLength": "at most {} characters", "minProperties": "at least {} entries",
-           "maxProperties": "at most {} entries"}
+_COUNTS = {"minItems": ("at least", "item"), "maxItems": ("at most", "item"), "minLength": ("at least", "character"),
+           "maxLength": ("at most", "character"), "minProperties": ("at least", "entry"),
+           "maxProperties": ("at most", "entry")}
 _TYPE_NAMES = {"integer": "an integer", "number": "a number", "string": "a string",
                "boolean": "true or false", "array": "a list", "object": "a mapping", "null": "null"}
 
 
-def problems_from_schema_error(error: ValidationError, source: str) -> list[Problem]:
-    """One or more problems for a jsonschema error (unions are narrowed to the branch that was meant)."""
+def problems_from_schema_error(error: ValidationError, source: str, prefix: str = "") -> list[Problem]:
+    """One or more problems for a jsonschema error (unions are narrowed to the branch that was meant);
+    ``prefix`` is the JSON pointer of the validated value in the document."""
+    return [Problem(p.source, prefix + p.pointer, p.message, p.hint) for p in _problems(error, source)]
+
+
+def _problems(error: ValidationError, source: str) -> list[Problem]:
     if error.validator in ("oneOf", "anyOf"):
         meant = _intended_branch_errors(error)
         if meant is None:
             meant = _only_branch_of_right_type(error)
         if meant is not None:
-            return [p for sub in meant for p in problems_from_schema_error(sub, source)]
+            return [p for sub in meant for p in _problems(sub, source)]
         types = _branch_types(error)
         if types:
             return [_problem(error, source, f"expected {types}, got {_show(error.instance)}")]
@@ -105,8 +110,9 @@ def _single_problem(error: ValidationError, source: str) -> Problem:
         return _problem(error, source, f"invalid value {_show(instance)}",
                         _PATTERN_HINTS.get(value) or _expected(error) or f"must match {value}")
     if kind in _COUNTS and isinstance(value, int):
-        what, count = _COUNTS[kind], len(instance) if hasattr(instance, "__len__") else 0
-        return _problem(error, source, f"expected {what.format(value)}, got {count}")
+        relation, noun = _COUNTS[kind]
+        actual = len(instance) if hasattr(instance, "__len__") else 0
+        return _problem(error, source, f"expected {relation} {count(value, noun)}, got {count(actual, noun)}")
     if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         relation = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[kind]
         return _problem(error, source, f"{_show(instance)} is out of range (must be {relation} {value})")

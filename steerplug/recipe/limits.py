@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from steerplug.errors import MAX_PROBLEMS as MAX_PROBLEMS  # stated with the other limits
+from steerplug.errors import MAX_SHOWN_CHARS as MAX_SHOWN_CHARS
 from steerplug.errors import Problem, json_pointer, shown
 
 MAX_RECIPE_BYTES = 1 << 20
@@ -49,8 +51,6 @@ MAX_TENSOR_DIMS = 8
 """Dimensions of one tensor."""
 SUPPORTED_DTYPES = ("F16", "BF16", "F32", "F64")
 """Tensor dtypes an artifact may hold (float8, integer and boolean tensors are refused)."""
-MAX_PROBLEMS = 100
-"""Problems listed for one document; further ones are counted in a last line."""
 
 Path = tuple[Any, ...]
 
@@ -63,8 +63,8 @@ class Budget:
     """Counts and checks the values of one document as it is built; gathers located problems.
 
     ``fatal`` problems stop the build (:class:`LimitExceeded`); ``soft`` ones (a non-string key, an integer
-    beyond int64) are recorded and the build continues, so that validation can report the rest too.
-    ``where`` optionally turns a path into a message prefix (the YAML composer adds line and column).
+    beyond int64) are recorded and the build continues, so that validation can report the rest too. ``mark``
+    is the place in the text, when known (anything with 0-based ``line`` and ``column``, e.g. a YAML mark).
     """
 
     def __init__(self, source: str, max_nodes: int = MAX_NODES, max_depth: int = MAX_DEPTH):
@@ -74,55 +74,64 @@ class Budget:
         self.nodes = 0
         self.problems: list[Problem] = []
 
-    def fatal(self, path: Path, message: str, hint: str | None = None, prefix: str = "") -> LimitExceeded:
+    def soft(self, path: Path, message: str, hint: str | None = None, mark: Any = None) -> None:
+        """Record a problem and go on."""
+        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
+        self.problems.append(Problem(self.source, json_pointer(path), where + message, hint))
+
+    def fatal(self, path: Path, message: str, hint: str | None = None, mark: Any = None) -> LimitExceeded:
         """Record a problem and return the exception that stops the build."""
-        self.problems.append(Problem(self.source, json_pointer(path), prefix + message, hint))
+        self.soft(path, message, hint, mark)
         return LimitExceeded(message)
 
-    def soft(self, path: Path, message: str, hint: str | None = None, prefix: str = "") -> None:
-        """Record a problem and go on."""
-        self.problems.append(Problem(self.source, json_pointer(path), prefix + message, hint))
-
-    def node(self, path: Path, depth: int, prefix: str = "") -> None:
+    def node(self, path: Path, depth: int, mark: Any = None) -> None:
         """Count one value at ``depth`` (the document is depth 0)."""
         self.nodes += 1
         if self.nodes > self.max_nodes:
-            raise self.fatal(path, f"document holds more than {self.max_nodes} values", "recipes hold settings; "
-                             "put tensors in safetensors artifacts", prefix)
+            raise self.too_many(path, mark)
         if depth > self.max_depth:
-            raise self.fatal(path, f"nesting is deeper than {self.max_depth} levels", None, prefix)
+            raise self.too_deep(path, mark)
 
-    def string(self, path: Path, value: str, prefix: str = "") -> None:
+    def too_many(self, path: Path, mark: Any = None) -> LimitExceeded:
+        """The problem of a document with more than ``max_nodes`` values."""
+        return self.fatal(path, f"document holds more than {self.max_nodes} values", "recipes hold settings; "
+                          "put tensors in safetensors artifacts", mark)
+
+    def too_deep(self, path: Path, mark: Any = None) -> LimitExceeded:
+        """The problem of a value nested deeper than ``max_depth``."""
+        return self.fatal(path, f"nesting is deeper than {self.max_depth} levels", None, mark)
+
+    def string(self, path: Path, value: str, mark: Any = None) -> None:
         """Bound a string value."""
         if len(value) > MAX_STRING_CHARS:
             raise self.fatal(path, f"string of {len(value)} characters is longer than the {MAX_STRING_CHARS}"
-                             "-character limit", None, prefix)
+                             "-character limit", None, mark)
 
-    def key(self, path: Path, key: Any, prefix: str = "", literal: str | None = None) -> bool:
+    def key(self, path: Path, key: Any, mark: Any = None, literal: str | None = None) -> bool:
         """Whether ``key`` may name a mapping entry (a string of bounded length); records why not.
         ``literal`` is the key as written in the document, when known."""
         if not isinstance(key, str):
             text = literal or ("null" if key is None else str(key).lower() if isinstance(key, bool) else shown(key))
             hint = f"quote it: '{text}'" if literal or isinstance(key, (int, float, bool)) else "keys are names"
-            self.soft((*path, text), f"mapping key {text} is not a string", hint, prefix)
+            self.soft((*path, text), f"mapping key {text} is not a string", hint, mark)
             return False
         if len(key) > MAX_KEY_CHARS:
             raise self.fatal(path, f"mapping key {shown(key)} is longer than {MAX_KEY_CHARS} characters", None,
-                             prefix)
+                             mark)
         return True
 
-    def integer(self, path: Path, value: int, prefix: str = "") -> None:
+    def integer(self, path: Path, value: int, mark: Any = None) -> None:
         """Integers must fit in int64."""
         if not INT_MIN <= value <= INT_MAX:
-            self.soft(path, f"integer {shown(value)} is out of range", "integers in recipes fit in 64 bits", prefix)
+            self.soft(path, f"integer {shown(value)} is out of range", "integers in recipes fit in 64 bits", mark)
 
-    def size(self, path: Path, count: int, nested: bool, prefix: str = "") -> None:
+    def size(self, path: Path, count: int, nested: bool, mark: Any = None) -> None:
         """Bound a container that is about to receive its ``count``-th entry."""
         limit = MAX_ENTRIES if nested else MAX_ITEMS
         if count > limit:
             what = "entries" if nested else "items"
             raise self.fatal(path, f"more than {limit} {what}", "recipes hold settings; put tensors in "
-                             "safetensors artifacts" if not nested else None, prefix)
+                             "safetensors artifacts" if not nested else None, mark)
 
 
 def number_literal(text: str, convert: Callable[[str], Any]) -> Any:

@@ -13,8 +13,8 @@ from steerplug.errors import Problem, RecipeError
 from steerplug.plugins import Plugins, get_plugins
 from steerplug.recipe.artifacts import MAX_ARTIFACT_BYTES, ConfigTable, TensorTable, load_artifact_tables, sha256_bytes
 from steerplug.recipe.document import RecipeBase
-from steerplug.recipe.migrate import migrate
 from steerplug.recipe.limits import bounded_copy
+from steerplug.recipe.migrate import migrate
 from steerplug.recipe.parse import MAX_RECIPE_BYTES, check_size, parse_document_checked
 from steerplug.recipe.sources import OpenedRecipe
 from steerplug.recipe.validate import validate_document

@@ -18,7 +18,8 @@ from steerplug.errors import Problem, RecipeError, shown
 from steerplug.recipe.limits import MAX_DEPTH, MAX_RECIPE_BYTES, bounded_copy, number_literal
 from steerplug.recipe.yamlsafe import BoundsExceeded, YamlRefusal, compose
 
-__all__ = ["MAX_RECIPE_BYTES", "check_size", "parse_document", "parse_document_checked", "read_capped"]
+__all__ = ["MAX_RECIPE_BYTES", "check_size", "open_regular", "parse_document", "parse_document_checked",
+           "parse_json_bounded", "read_capped"]
 
 
 def read_capped(path: Path, max_bytes: int = MAX_RECIPE_BYTES, name: str | None = None) -> bytes:
@@ -153,6 +154,13 @@ def _line_column(data: bytes | str, offset: int) -> tuple[int, int]:
     return data.count(newline, 0, offset) + 1, offset - (data.rfind(newline, 0, offset) + 1) + 1
 
 
+def parse_json_bounded(text: str, name: str) -> Any:
+    """Strict JSON (no NaN/Infinity, no duplicate keys, number literals of bounded length) nested at most
+    :data:`~steerplug.recipe.limits.MAX_DEPTH` deep, checked before parsing; RecipeError otherwise. Sizes
+    and types are the caller's to check (safetensors headers have their own bounds)."""
+    return _parse_json(text, name)
+
+
 def _parse_json(text: str, name: str) -> Any:
     depth = _json_depth(text)
     if depth > MAX_DEPTH:
@@ -181,7 +189,7 @@ def _parse_yaml(text: str, name: str) -> tuple[Any, list[Problem]]:
     bad = _NOT_PRINTABLE.search(text)
     if bad:
         line, column = _line_column(text, bad.start())
-        raise RecipeError.single(name, "", f"line {line} column {column}: character {ascii(bad.group())} is "
+        raise RecipeError.single(name, "", f"line {line} column {column}: character {bad.group()!a} is "
                                  "not allowed in YAML", "remove control characters from the file")
     try:
         return compose(text, name)

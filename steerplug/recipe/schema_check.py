@@ -1,4 +1,10 @@
-"""JSON Schema validation of recipe documents in time linear in the document, with a small constant.
+"""JSON Schema wording of a recipe's problems, in time linear in the part that has problems.
+
+pydantic (in strict mode) decides whether a document is valid; this module words the problems of the parts
+pydantic refused the way the published JSON Schema sees them ("expected an integer, a list or a string, got
+true", "unknown field 'strenght' (did you mean 'strength'?)"). It validates one *unit* at a time: an entry of
+``interventions``, ``probes`` or ``monitors``, another top-level field, or the top-level mapping itself
+(unknown and missing fields only).
 
 jsonschema's stock keywords try every branch of a ``oneOf`` (and then every other branch again, to prove
 only one matches), build each error message from the ``repr`` of the whole failing value, and check every
@@ -80,7 +86,29 @@ def _validator(schema_text: str) -> Any:
     return _Validator(json.loads(schema_text))
 
 
-def schema_errors(schema_text: str, doc: Any) -> list[ValidationError]:
-    """Every JSON Schema error of ``doc`` against the schema in ``schema_text`` (lists of numbers sampled,
-    see the module docstring)."""
-    return list(_validator(schema_text).iter_errors(doc))
+LIST_UNITS = ("interventions", "probes", "monitors")
+"""Top-level lists whose entries are validated one by one."""
+Unit = tuple[Any, ...]
+
+
+def unit_of(path: list[Any], doc: dict[str, Any], schema_text: str) -> Unit:
+    """The unit holding the document place ``path`` (``()`` is the top-level mapping, which also answers for
+    top-level fields the schema does not know)."""
+    if not path or path[0] not in _validator(schema_text).schema.get("properties", {}):
+        return ()
+    if path[0] in LIST_UNITS and len(path) > 1 and isinstance(doc.get(path[0]), list):
+        return (path[0], path[1])
+    return (path[0],)
+
+
+def unit_errors(schema_text: str, unit: Unit, value: Any) -> list[ValidationError]:
+    """The JSON Schema errors of one unit's ``value`` (paths relative to the unit)."""
+    validator = _validator(schema_text)
+    root = validator.schema
+    properties = root.get("properties", {})
+    if not unit:
+        schema = {"type": "object", "required": root.get("required", []), "additionalProperties": False,
+                  "properties": {key: {} for key in properties}}
+    else:
+        schema = properties[unit[0]] if len(unit) == 1 else properties[unit[0]].get("items", {})
+    return list(validator.evolve(schema=schema).iter_errors(value))

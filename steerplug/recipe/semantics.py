@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from steerplug.errors import Problem, did_you_mean, json_pointer, shown
+from steerplug.errors import Problem, count, did_you_mean, json_pointer, shown
 from steerplug.probes.validate import probe_problems
 from steerplug.recipe.spec import ARTIFACT_REF_PATTERN, SourceSpec
 from steerplug.sites.base import UNLAYERED_SITES
@@ -99,8 +99,10 @@ def pydantic_problem(source: str, prefix: str, loc: list[Any], err: Any) -> Prob
                        f"{shown(err['input'])} is out of range (must be {bound[0]} {err['ctx'][bound[1]]})")
     if kind in ("too_short", "too_long") and "actual_length" in err.get("ctx", {}):
         ctx = err["ctx"]
-        limit = f"at least {ctx['min_length']}" if kind == "too_short" else f"at most {ctx['max_length']}"
-        return Problem(source, prefix + json_pointer(loc), f"expected {limit} items, got {ctx['actual_length']}")
+        limit = f"at least {count(ctx['min_length'], 'item')}" if kind == "too_short" else \
+            f"at most {count(ctx['max_length'], 'item')}"
+        actual = count(ctx["actual_length"], "item")
+        return Problem(source, prefix + json_pointer(loc), f"expected {limit}, got {actual}")
     if kind == "finite_number":
         return Problem(source, prefix + json_pointer(loc), f"expected a finite number, got {shown(err['input'])}")
     message = err["msg"]

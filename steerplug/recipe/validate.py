@@ -1,10 +1,15 @@
-"""dict → typed recipe: migration, JSON Schema and pydantic validation, and cross-field checks.
+"""dict → typed recipe: migration, pydantic validation worded by the JSON Schema, and cross-field checks.
 
 Every phase runs on every document and every problem is reported at once, as ``file: /pointer: message
 (hint)``: an unknown operation does not hide a misspelt field elsewhere. A later phase's problem about a place
 an earlier phase already reported (the same place, inside it or around it) is left out: it says the same thing
-in other words. The names phase runs first so that unknown operations, sites and probe kinds get a "did you
-mean"; an item whose operation is unknown is not checked further (which fields apply is unknown).
+in other words. The phases:
+
+1. names: unknown operations, sites and probe kinds, with a "did you mean" (an item whose operation is unknown
+   is not checked further: which fields apply is unknown);
+2. pydantic in strict mode decides validity in one fast pass; the parts it refuses are worded by the JSON
+   Schema (:mod:`steerplug.recipe.schema_check`), the first :data:`MAX_PROBLEMS` of them at least;
+3. cross-field checks (ids, references, sites and layers, the declared model) on the valid parts.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from steerplug.probes.validate import probe_name_problems
 from steerplug.recipe.declared import declared_model_problems
 from steerplug.recipe.document import ModelBinding, RecipeBase, build_recipe_model
 from steerplug.recipe.errors_jsonschema import problems_from_schema_error
+from steerplug.recipe.limits import MAX_PROBLEMS
 from steerplug.recipe.migrate import migrate
 from steerplug.recipe.schema import recipe_json_schema_text
-from steerplug.recipe.schema_check import schema_errors
+from steerplug.recipe.schema_check import Unit, unit_errors, unit_of
 from steerplug.recipe.semantics import pydantic_problem, semantic_problems
 from steerplug.sites.base import SITES
 
@@ -39,15 +45,44 @@ def validate_document(doc: dict[str, Any], source: str, plugins: Plugins,
     problems found while parsing that left the rest checkable; they are reported with the others."""
     doc = migrate(doc, source, plugins.migrations)
     names, unchecked = _name_problems(doc, source, plugins)
-    schema = [p for p in _schema_problems(doc, source, plugins) if not _inside_any(p.pointer, unchecked)]
-    spec, typed = _pydantic(doc, source, plugins)
-    typed = [p for p in typed if not _inside_any(p.pointer, unchecked)]
+    model = build_recipe_model(plugins.operations, plugins.probe_kinds)
+    try:
+        spec: RecipeBase | None = model.model_validate(doc, strict=True)
+        worded: list[list[Problem]] = []
+    except ValidationError as exc:
+        spec = None
+        worded = _worded(doc, exc, source, plugins, unchecked)
     checked: Any = spec if spec is not None else _partial_spec(doc, plugins)
     cross = semantic_problems(checked, source, plugins) + declared_model_problems(checked, source)
-    problems = merge_phases([list(early), names, schema, typed, cross])
+    problems = merge_phases([list(early), names, *worded, cross])
     if problems or spec is None:
         raise RecipeError(problems or [Problem(source, "", "the document is not a valid recipe")])
     return spec
+
+
+def _worded(doc: dict[str, Any], exc: ValidationError, source: str, plugins: Plugins,
+            unchecked: list[str]) -> list[list[Problem]]:
+    """The problems of a refused document: the JSON Schema's wording for the units pydantic refused (while
+    fewer than :data:`MAX_PROBLEMS` are found), then pydantic's own wording for everything (the merge keeps
+    only what the schema did not already say)."""
+    typed = [p for p in typed_problems(exc, source, "", doc) if not _inside_any(p.pointer, unchecked)]
+    schema_text = recipe_json_schema_text(plugins)
+    units: dict[Unit, None] = {}
+    for err in exc.errors():
+        units.setdefault(unit_of(document_path(doc, err["loc"]), doc, schema_text))
+    found: list[tuple[list[str], list[Problem]]] = []
+    for unit in units:
+        prefix = json_pointer(unit)
+        if len(found) >= MAX_PROBLEMS or _inside_any(prefix, unchecked):
+            continue
+        value: Any = doc
+        for part in unit:
+            value = value[part]
+        for error in unit_errors(schema_text, unit, value):
+            place = [str(part) for part in (*unit, *error.absolute_path)]
+            found.append((place, problems_from_schema_error(error, source, prefix)))
+    found.sort(key=lambda pair: pair[0])  # document order by place, as one JSON Schema pass would give
+    return [list(dict.fromkeys(p for _, problems in found for p in problems)), typed]
 
 
 def _name_problems(doc: dict[str, Any], source: str, plugins: Plugins) -> tuple[list[Problem], list[str]]:
@@ -77,22 +112,6 @@ def _name_problems(doc: dict[str, Any], source: str, plugins: Plugins) -> tuple[
     return problems + probe_problems, unchecked
 
 
-def _schema_problems(doc: dict[str, Any], source: str, plugins: Plugins) -> list[Problem]:
-    problems: list[Problem] = []
-    errors = schema_errors(recipe_json_schema_text(plugins), doc)
-    for error in sorted(errors, key=lambda e: [str(part) for part in e.absolute_path]):
-        problems.extend(problems_from_schema_error(error, source))
-    return list(dict.fromkeys(problems))
-
-
-def _pydantic(doc: dict[str, Any], source: str, plugins: Plugins) -> tuple[RecipeBase | None, list[Problem]]:
-    model = build_recipe_model(plugins.operations, plugins.probe_kinds)
-    try:
-        return model.model_validate(doc), []
-    except ValidationError as exc:
-        return None, typed_problems(exc, source, "", doc)
-
-
 def typed_problems(exc: ValidationError, source: str, prefix: str, doc: Any) -> list[Problem]:
     """The problems of a pydantic error about ``doc``, one per place (a union keeps its first branch's
     message)."""
@@ -116,15 +135,18 @@ def document_path(doc: Any, loc: Sequence[Any], keep_last: bool = False) -> list
     path: list[Any] = []
     node = doc
     for index, part in enumerate(loc):
-        if isinstance(node, dict) and isinstance(part, str) and part in node:
-            path.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if _has(node, part):
             path.append(part)
             node = node[part]
         elif keep_last and index == len(loc) - 1:
             path.append(part)
     return path
+
+
+def _has(node: Any, part: Any) -> bool:
+    if isinstance(node, dict):
+        return isinstance(part, str) and part in node
+    return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
 
 
 def _partial_spec(doc: dict[str, Any], plugins: Plugins) -> SimpleNamespace:
@@ -144,8 +166,9 @@ def _partial_spec(doc: dict[str, Any], plugins: Plugins) -> SimpleNamespace:
 
 @lru_cache(maxsize=16)
 def _entry_adapters(model: type[RecipeBase]) -> tuple[TypeAdapter[Any], TypeAdapter[Any]]:
-    fields = model.model_fields
-    return (TypeAdapter(fields["interventions"].annotation), TypeAdapter(fields["probes"].annotation))
+    item: Any = model.model_fields["interventions"].annotation
+    probe: Any = model.model_fields["probes"].annotation
+    return TypeAdapter(item), TypeAdapter(probe)
 
 
 def _valid_entries(adapter: TypeAdapter[Any], entries: Any) -> list[Any]:
@@ -158,7 +181,7 @@ def _valid_or_none(adapter: TypeAdapter[Any], value: Any, unwrap: bool = False) 
     if value is None:
         return None
     try:
-        result = adapter.validate_python(value)
+        result = adapter.validate_python(value, strict=True)
     except ValidationError:
         return None
     return result[0] if unwrap else result

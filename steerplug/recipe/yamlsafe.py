@@ -19,10 +19,22 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import ScalarNode
 
 from steerplug.errors import Problem, shown
-from steerplug.recipe.limits import Budget, LimitExceeded, Path, number_literal
+from steerplug.recipe.limits import (
+    INT_MAX,
+    INT_MIN,
+    MAX_ENTRIES,
+    MAX_ITEMS,
+    MAX_KEY_CHARS,
+    MAX_NUMBER_CHARS,
+    MAX_STRING_CHARS,
+    Budget,
+    LimitExceeded,
+    Path,
+    number_literal,
+)
 
 try:  # libyaml parses ~5x faster; the pure-Python parser gives the same data (its messages differ)
-    from yaml.cyaml import CParser as _Parser
+    from yaml.cyaml import CParser as _Parser  # type: ignore[attr-defined]
 
     WITH_LIBYAML = True
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
@@ -60,45 +72,50 @@ class YamlRefusal(Exception):
         self.mark = mark
 
 
-def _at(mark: Any) -> str:
-    return f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
-
-
-def _check_event(event: Any) -> None:
+def _refuse(event: Any) -> None:
+    """Raise the refusal of an alias, an anchor or an explicit tag (called when an event carries one)."""
     if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
         raise YamlRefusal("YAML anchors and aliases are not allowed in recipes", event.start_mark)
-    tag = getattr(event, "tag", None)
-    implicit = getattr(event, "implicit", None)
-    implicit = bool(implicit[0] or implicit[1]) if isinstance(implicit, tuple) else bool(implicit)
-    if tag is not None and tag != "!" and not implicit:
-        shown_tag = tag.replace("tag:yaml.org,2002:", "!!", 1)  # as written in the document
-        raise YamlRefusal(f"YAML tag '{shown_tag}' is not allowed in recipes (recipes are data)", event.start_mark)
+    shown_tag = event.tag.replace("tag:yaml.org,2002:", "!!", 1)  # as written in the document
+    raise YamlRefusal(f"YAML tag '{shown_tag}' is not allowed in recipes (recipes are data)", event.start_mark)
 
 
-def _scalar(event: Any, path: Path, budget: Budget) -> Any:
-    value: str = event.value
-    if not event.implicit[0] or event.tag == "!":  # quoted, or the non-specific tag: a string
-        budget.string(path, value, _at(event.start_mark))
-        return value
-    tag = next((t for t, regexp in _RESOLVERS.get(value[:1] if value else "", []) + _RESOLVERS.get(None, [])
-                if regexp.match(value)), None)
+def _tagged(event: Any) -> bool:
+    """Whether an event has an explicit tag other than the non-specific ``!`` (refused)."""
+    tag, implicit = event.tag, event.implicit
+    if tag is None or tag == "!":
+        return False
+    return not (implicit[0] or implicit[1]) if isinstance(implicit, tuple) else not implicit
+
+
+_PLAIN_FLOAT = re.compile(r"[-+]?[0-9]+\.[0-9]*(?:[eE][-+]?[0-9]+)?")
+_PLAIN_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+_BY_FIRST = {first: entries for first, entries in _RESOLVERS.items() if first is not None and entries}
+
+
+def _plain(value: str, mark: Any) -> Any:
+    """A plain scalar's value: the common decimal numbers directly, the rest through the resolver table."""
+    if value[:1] not in _BY_FIRST:
+        return value  # a name such as resid_post: no resolver applies
+    if len(value) <= MAX_NUMBER_CHARS:
+        if _PLAIN_FLOAT.fullmatch(value):
+            return float(value)
+        if _PLAIN_INT.fullmatch(value):
+            return int(value)
+    tag = next((t for t, regexp in _BY_FIRST.get(value[:1], ()) if regexp.match(value)), None)
     if tag is None:
-        budget.string(path, value, _at(event.start_mark))
         return value
     if tag == _MERGE:
-        raise YamlRefusal("YAML merge keys ('<<') are not allowed in recipes", event.start_mark)
+        raise YamlRefusal("YAML merge keys ('<<') are not allowed in recipes", mark)
     if tag == _NULL:
         return None
     if tag == _BOOL:
         return value.lower() == "true"
     construct = _CONSTRUCTOR.construct_yaml_int if tag == _INT else _CONSTRUCTOR.construct_yaml_float
     try:
-        number = number_literal(value, lambda text: construct(ScalarNode(tag, text)))
+        return number_literal(value, lambda text: construct(ScalarNode(tag, text)))
     except ValueError as exc:
-        raise YamlRefusal(str(exc), event.start_mark) from None
-    if tag == _INT:
-        budget.integer(path, number, _at(event.start_mark))
-    return number
+        raise YamlRefusal(str(exc), mark) from None
 
 
 class _Frame:
@@ -138,7 +155,7 @@ def compose(text: str, source: str) -> tuple[Any, list[Problem]]:
         parser.get_event()  # document start
         root = _compose_node(parser, budget)
         parser.get_event()  # document end
-        event = parser.get_event()
+        event: Any = parser.get_event()
         if not isinstance(event, yaml.StreamEndEvent):
             raise ComposerError("expected a single document in the stream", None, "but found another document",
                                 event.start_mark)
@@ -150,55 +167,93 @@ def compose(text: str, source: str) -> tuple[Any, list[Problem]]:
 
 
 def _compose_node(parser: Any, budget: Budget) -> Any:
-    """Build one node (and everything under it) from the parser's events, without recursion."""
+    """Build one node (and everything under it) from the parser's events, with an explicit stack.
+
+    This loop runs once per value of the document, so the common case (a plain scalar appended to a list or
+    set in a mapping) is kept inline; paths are only built for problems and containers.
+    """
     stack: list[_Frame] = []
+    nodes, max_nodes, max_depth = budget.nodes, budget.max_nodes, budget.max_depth
+    get_event = parser.get_event
     while True:
-        event = parser.get_event()
+        event = get_event()
         kind = type(event)
-        if kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
-            value: Any = stack.pop().container
+        if kind is yaml.ScalarEvent:
+            nodes += 1
+            if event.anchor is not None or _tagged(event):
+                _refuse(event)
+            value = event.value
+            if event.implicit[0] and event.tag != "!":
+                value = _plain(value, event.start_mark)
+            kind = type(value)
+            if nodes > max_nodes or len(stack) > max_depth or (kind is str and len(value) > MAX_STRING_CHARS) or (
+                    kind is int and not INT_MIN <= value <= INT_MAX):
+                _check_scalar(budget, nodes, _child_path(stack), len(stack), value, event.start_mark)
+        elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+            nodes += 1
+            if event.anchor is not None or _tagged(event):
+                _refuse(event)
+            path = _child_path(stack)
+            budget.nodes = nodes - 1
+            budget.node(path, len(stack), event.start_mark)
+            if stack:
+                _check_container_slot(stack[-1], budget, event)
+            stack.append(_Frame({} if kind is yaml.MappingStartEvent else [], path))
+            continue
+        elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+            value = stack.pop().container
         else:
-            _check_event(event)
-            top = stack[-1] if stack else None
-            path = _child_path(top)
-            prefix = _at(event.start_mark)
-            budget.node(path, len(stack), prefix)
-            if kind is yaml.ScalarEvent:
-                value = _scalar(event, path, budget)
-            elif top is not None and isinstance(top.container, dict) and top.key is _NO_KEY:
-                raise YamlRefusal("mapping keys must be plain names, not lists or mappings", event.start_mark)
-            else:
-                if top is not None and isinstance(top.container, list):
-                    budget.size(top.path, len(top.container) + 1, nested=True, prefix=prefix)
-                stack.append(_Frame({} if kind is yaml.MappingStartEvent else [], path))
-                continue
+            _refuse(event)
         if not stack:
+            budget.nodes = nodes
             return value
-        _attach(stack[-1], value, event, budget)
+        top = stack[-1]
+        container = top.container
+        if type(container) is list:
+            container.append(value)
+            if len(container) > MAX_ITEMS:
+                budget.size(top.path, len(container), nested=False, mark=event.start_mark)
+        elif top.key is not _NO_KEY:
+            if not top.drop:
+                container[top.key] = value
+            top.key = _NO_KEY
+        elif type(value) is str and len(value) <= MAX_KEY_CHARS and value not in container and (
+                len(container) < MAX_ENTRIES):
+            top.key, top.drop = value, False
+        else:
+            _take_key(top, value, event, budget)
 
 
-def _child_path(top: _Frame | None) -> Path:
-    if top is None:
+def _check_scalar(budget: Budget, nodes: int, path: Path, depth: int, value: Any, mark: Any) -> None:
+    """The bounds of one scalar (called only when a cheap test says one may be exceeded)."""
+    budget.nodes = nodes - 1
+    budget.node(path, depth, mark)
+    if isinstance(value, str):
+        budget.string(path, value, mark)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        budget.integer(path, value, mark)
+
+
+def _check_container_slot(top: _Frame, budget: Budget, event: Any) -> None:
+    if isinstance(top.container, list):
+        budget.size(top.path, len(top.container) + 1, nested=True, mark=event.start_mark)
+    elif top.key is _NO_KEY:
+        raise YamlRefusal("mapping keys must be plain names, not lists or mappings", event.start_mark)
+
+
+def _child_path(stack: list[_Frame]) -> Path:
+    if not stack:
         return ()
+    top = stack[-1]
     if isinstance(top.container, list):
         return (*top.path, len(top.container))
     return top.path if top.key is _NO_KEY else (*top.path, str(top.key))
 
 
-def _attach(top: _Frame, value: Any, event: Any, budget: Budget) -> None:
-    container = top.container
-    if isinstance(container, list):
-        if not isinstance(value, (dict, list)):
-            budget.size(top.path, len(container) + 1, nested=False, prefix=_at(event.start_mark))
-        container.append(value)
-    elif top.key is not _NO_KEY:
-        if not top.drop:
-            container[top.key] = value
-        top.key, top.drop = _NO_KEY, False
-    else:
-        if isinstance(value, str) and value in container:
-            raise YamlRefusal(f"duplicate key {shown(value)}", event.start_mark)
-        top.key = value
-        top.drop = not budget.key(top.path, value, _at(event.start_mark), getattr(event, "value", None))
-        if not top.drop:
-            budget.size(top.path, len(container) + 1, nested=True, prefix=_at(event.start_mark))
+def _take_key(top: _Frame, key: Any, event: Any, budget: Budget) -> None:
+    if isinstance(key, str) and key in top.container:
+        raise YamlRefusal(f"duplicate key {shown(key)}", event.start_mark)
+    top.key = key
+    top.drop = not budget.key(top.path, key, event.start_mark, getattr(event, "value", None))
+    if not top.drop:
+        budget.size(top.path, len(top.container) + 1, nested=True, mark=event.start_mark)

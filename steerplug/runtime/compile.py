@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,7 @@ import torch
 from steerplug.errors import Problem, RecipeError, SiteError, json_pointer
 from steerplug.moe import output_finisher
 from steerplug.ops.base import OpTarget
+from steerplug.recipe.numeric import unrepresentable
 from steerplug.runtime.binding import binding_problems, resolve_layers
 from steerplug.runtime.context import PositionTracker
 from steerplug.runtime.masks import Activation
@@ -23,6 +25,9 @@ if TYPE_CHECKING:
     from steerplug.recipe.load import Recipe
 
 Placed = list[tuple[SiteBinding, CompiledEntry]]
+STRENGTH_BOUNDS: weakref.WeakKeyDictionary[CompiledEntry, float] = weakref.WeakKeyDictionary()
+"""Per compiled entry, the largest term its strength multiplies (from :meth:`OpTarget.check_scaled`), so that
+``set_strength`` refuses a strength the edit would overflow with."""
 
 
 def placement(module: torch.nn.Module, model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -65,7 +70,11 @@ def _compile_item(model: torch.nn.Module, recipe: Recipe, index: int, item: Any,
     for layer in _layers(item, adapter, recipe.source, pointer):
         binding = _bind(adapter, item.site, layer, recipe.source, pointer)
         device, dtype = placement(binding.module, model)
-        target = make_target(binding, model, adapter, device, dtype, recipe, plugins, pointer, tracker)
+        out_of_range = unrepresentable(item, dtype, recipe.source, pointer)
+        if out_of_range:
+            raise RecipeError(out_of_range)
+        target = make_target(binding, model, adapter, device, dtype, recipe, plugins, pointer, tracker,
+                             strength=item.strength)
         edit = operation.compile(item, target)
         entry = CompiledEntry(
             owner=owner, recipe=recipe.name, intervention=item.id, label=binding.label, edit=edit,
@@ -74,6 +83,7 @@ def _compile_item(model: torch.nn.Module, recipe: Recipe, index: int, item: Any,
             enabled=torch.tensor(item.enabled, device=device),
             finish_output=output_finisher(binding, adapter.info, recipe.source, pointer),
         )
+        STRENGTH_BOUNDS[entry] = max(target.scaled, default=0.0)
         placed.append((binding, entry))
     return placed
 
@@ -97,7 +107,7 @@ def _bind(adapter: SiteAdapter, site: str, layer: int | None, source: str, point
 
 def make_target(binding: SiteBinding, model: torch.nn.Module, adapter: SiteAdapter, device: torch.device,
                 dtype: torch.dtype, recipe: Recipe, plugins: Plugins, pointer: str,
-                tracker: PositionTracker | None = None) -> OpTarget:
+                tracker: PositionTracker | None = None, strength: float = 1.0) -> OpTarget:
     """The :class:`OpTarget` operations and probe kinds compile against (vectors resolved on ``device`` and
     ``dtype``; ``context`` reads ``tracker``, the host's position tracker, when given)."""
     def resolve(spec: Any, field: str, rows: bool = False) -> torch.Tensor:
@@ -105,5 +115,5 @@ def make_target(binding: SiteBinding, model: torch.nn.Module, adapter: SiteAdapt
 
     target = OpTarget(binding=binding, model=model, info=adapter.info, device=device, dtype=dtype,
                       resolve_vector=resolve, source=recipe.source, pointer=pointer, recipe=recipe,
-                      context=tracker.context_for if tracker is not None else None)
+                      context=tracker.context_for if tracker is not None else None, strength=strength)
     return target

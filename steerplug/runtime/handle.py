@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 import torch
 
-from steerplug.errors import SteerplugError, did_you_mean
+from steerplug.errors import SteerplugError, did_you_mean, shown
 from steerplug.runtime.runner import CompiledEntry
 
 if TYPE_CHECKING:
     from steerplug.probes.attach import Readings
     from steerplug.recipe.load import Recipe
     from steerplug.runtime.host import Host
+
+
+def check_strength(entry: CompiledEntry, value: float, intervention: str) -> None:
+    """Refuse a strength that is not finite, not representable in the entry's dtype, or that overflows it
+    times the largest term the edit multiplies by it."""
+    from steerplug.recipe.numeric import dtype_name, largest
+    from steerplug.runtime.compile import STRENGTH_BOUNDS
+
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SteerplugError(f"strength of '{intervention}' must be a number, got {shown(value)}") from None
+    if not math.isfinite(number):
+        raise SteerplugError(f"strength of '{intervention}' must be a finite number, got {shown(value)}")
+    limit = largest(entry.strength.dtype)
+    if abs(number) * max(STRENGTH_BOUNDS.get(entry, 0.0), 1.0) > limit:
+        raise SteerplugError(f"strength {shown(value)} for '{intervention}' overflows this model's "
+                             f"{dtype_name(entry.strength.dtype)} (largest {limit:.4g}) at {entry.label}")
 
 
 class Handle:
@@ -52,8 +71,13 @@ class Handle:
             self._host = None
 
     def set_strength(self, intervention: str, value: float) -> None:
-        """Set an intervention's strength in place (no re-attach; compiled graphs stay valid)."""
-        for entry in self._select(intervention):
+        """Set an intervention's strength in place (no re-attach; compiled graphs stay valid). A strength
+        that is not a finite number, or that the edit would overflow the model's dtype with, is refused and
+        nothing changes."""
+        chosen = self._select(intervention)
+        for entry in chosen:
+            check_strength(entry, value, intervention)
+        for entry in chosen:
             entry.strength.fill_(float(value))
 
     def enable(self, intervention: str) -> None:

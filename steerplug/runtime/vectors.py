@@ -42,7 +42,13 @@ def resolve_vector(spec: Any, field: str, recipe: Recipe, target: OpTarget, plug
                                  f"rows (shape {tuple(tensor.shape)})", "this field takes a single direction")
     if not bool(torch.isfinite(tensor).all()):
         raise RecipeError.single(source, pointer, "vector contains NaN or infinite values")
-    return tensor.to(device=target.device, dtype=target.dtype)
+    placed = tensor.to(device=target.device, dtype=target.dtype)
+    if not bool(torch.isfinite(placed).all()):
+        largest = torch.finfo(target.dtype).max
+        raise RecipeError.single(source, pointer, f"vector has values up to {float(tensor.abs().max()):.4g}, beyond "
+                                 f"the range of this model's {str(target.dtype).removeprefix('torch.')} "
+                                 f"(largest {largest:.4g})", "use smaller values")
+    return placed
 
 
 def inline_tensor(spec: list[Any], source: str, pointer: str) -> torch.Tensor:
@@ -69,7 +75,12 @@ def resolve_scalar(spec: float | str, field: str, target: OpTarget) -> torch.Ten
         if not bool(torch.isfinite(tensor).all()):
             raise RecipeError.single(source, pointer, f"'{spec}' is NaN or infinite")
         spec = float(tensor.reshape(()))
-    return torch.tensor(spec, device=target.device, dtype=target.dtype)
+    value = torch.tensor(spec, device=target.device, dtype=target.dtype)
+    if not bool(torch.isfinite(value)):
+        source, pointer = target.where(field)
+        raise RecipeError.single(source, pointer, f"{field} {spec:g} is beyond the range of this model's "
+                                 f"{str(target.dtype).removeprefix('torch.')}", "use a smaller value")
+    return value
 
 
 def artifact_tensor(ref: str, recipe: Recipe, target: OpTarget, source: str, pointer: str) -> torch.Tensor:
