@@ -53,9 +53,10 @@ class AffineOperation:
     def compile(self, spec: AffineSpec, target: OpTarget) -> Edit:
         scale = None if spec.scale is None else _one_vector(spec.scale, "scale", target)
         shift = None if spec.shift is None else _one_vector(spec.shift, "shift", target)
-        for term, name in ((scale, "scale"), (shift, "shift")):
-            if term is not None:
-                target.check_scaled(term, name)
+        if scale is not None:
+            target.check_scaled(scale - 1.0, "scale", "gain")
+        if shift is not None:
+            target.check_scaled(shift, "shift")
         if scale is None:
             assert shift is not None
             return lambda x, alpha: toward(x, x + shift, alpha)

@@ -84,6 +84,7 @@ class AblateOperation:
     def compile(self, spec: AblateSpec, target: OpTarget) -> Edit:
         directions = target.resolve_vector(spec.vector, "vector", rows=True)
         q = orthonormal_basis(directions, *target.where("vector")).to(device=target.device, dtype=target.dtype)
+        target.check_scaled(1.0, "strength", "gain")  # removes a projection: |Q Qᵀ x| <= |x|
 
         def edit(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
             return x - alpha * ((x @ q) @ q.T)
@@ -101,6 +102,7 @@ class ClampOperation:
         d = unit(target.resolve_vector(spec.vector, "vector"), *target.where("vector")).to(target.device, target.dtype)
         value = resolve_scalar(spec.value, "value", target)
         target.check_scaled(value, "value")
+        target.check_scaled(1.0, "strength", "gain")  # removes the coordinate x·d
 
         def edit(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
             coordinate = (x * d).sum(dim=-1, keepdim=True)
@@ -116,7 +118,7 @@ class ScaleOperation:
     spec_model = ScaleSpec
 
     def compile(self, spec: ScaleSpec, target: OpTarget) -> Edit:
-        target.check_scaled(spec.factor - 1.0, "factor")
+        target.check_scaled(spec.factor - 1.0, "factor", "gain")
         gain = torch.tensor(spec.factor - 1.0, device=target.device, dtype=target.dtype)
         if spec.vector is None:
             return lambda x, alpha: x + alpha * (gain * x)

@@ -141,10 +141,11 @@ class HeadsOperation:
             assert spec.mean is not None
             mu = spread(head_tensor(spec.mean, "mean", target), spec.heads, "mean", target, False).to(*put)
             target.check_scaled(mu, "mean")
+            target.check_scaled(1.0, "strength", "gain")  # replaces the chosen heads
             keep = (1.0 - chosen).to(*put)
             return lambda x, alpha: toward(x, x * keep + mu, alpha)
         factor = 0.0 if spec.mode == "zero" else float(spec.factor or 0.0)
-        target.check_scaled(factor, "factor")
+        target.check_scaled(factor - 1.0, "factor", "gain")
         gain = (1.0 - chosen + factor * chosen).to(*put)
         return lambda x, alpha: toward(x, x * gain, alpha)
 

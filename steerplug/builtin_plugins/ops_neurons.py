@@ -74,7 +74,7 @@ class NeuronsOperation:
             factor[index] = torch.tensor(spec.scale, dtype=torch.float32)
         if spec.shift is not None:
             offset[index] = torch.tensor(spec.shift, dtype=torch.float32)
-        target.check_scaled(factor, "scale")
+        target.check_scaled(factor - 1.0, "scale", "gain")
         target.check_scaled(offset, "shift")
         factor = factor.to(target.device, target.dtype)
         offset = offset.to(target.device, target.dtype)

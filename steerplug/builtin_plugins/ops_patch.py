@@ -103,6 +103,7 @@ class PatchOperation:
     def compile(self, spec: PatchSpec, target: OpTarget) -> Edit:
         recorded = load_recording(spec, target)
         target.check_scaled(recorded, "recording")
+        target.check_scaled(1.0, "strength", "gain")  # replaces x
         return replay(target, recorded, lambda x, rows: rows)
 
 
@@ -119,6 +120,7 @@ class SubspacePatchOperation:
         basis = load_basis(spec.basis, "basis", target, spec.orthonormalize)
         coordinates = recorded @ basis.T
         target.check_scaled(coordinates, "recording")
+        target.check_scaled(1.0, "strength", "gain")  # replaces the subspace coordinates
         return replay(target, coordinates,
                       lambda x, recorded_coordinates: x + (recorded_coordinates - x @ basis.T) @ basis)
 

@@ -80,6 +80,7 @@ class SparsifyOperation:
         weight = (down_projection_column_norms(target).to(target.device, target.dtype)
                   if spec.weight_by_down_proj else None)
         signed = spec.score == "value"
+        target.check_scaled(1.0, "strength", "gain")  # zeroes units
 
         def score(x: torch.Tensor) -> torch.Tensor:
             raw = x if signed else x.abs()

@@ -92,6 +92,7 @@ class ProjectOutOperation:
 
     def compile(self, spec: ProjectOutSpec, target: OpTarget) -> Edit:
         basis = load_basis(spec.basis, "basis", target, spec.orthonormalize)
+        target.check_scaled(1.0, "strength", "gain")  # removes a projection
         return lambda x, alpha: toward(x, x - (x @ basis.T) @ basis, alpha)
 
 
@@ -103,6 +104,7 @@ class ProjectOntoOperation:
 
     def compile(self, spec: ProjectOntoSpec, target: OpTarget) -> Edit:
         basis = load_basis(spec.basis, "basis", target, spec.orthonormalize)
+        target.check_scaled(1.0, "strength", "gain")  # removes the complement of a projection
         return lambda x, alpha: toward(x, (x @ basis.T) @ basis, alpha)
 
 
@@ -118,6 +120,7 @@ class SubspaceSetOperation:
             raise RecipeError.single(*target.where("values"), f"{len(spec.values)} values for a basis of "
                                      f"{basis.shape[0]} rows", "give one value per basis row")
         target.check_scaled(max(abs(v) for v in spec.values), "values")
+        target.check_scaled(1.0, "strength", "gain")  # removes the subspace coordinates
         values = torch.tensor(spec.values, dtype=target.dtype, device=target.device)
         return lambda x, alpha: toward(x, x + (values - x @ basis.T) @ basis, alpha)
 

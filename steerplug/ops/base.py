@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 
+from steerplug.recipe.numeric import EditTerms
+
 if TYPE_CHECKING:
     from steerplug.recipe.spec import InterventionBase
     from steerplug.runtime.context import ForwardContext
@@ -50,18 +52,20 @@ class OpTarget:
     (``recipe.tensors``, ``recipe.configs``: e.g. sparse autoencoders) or tensors of their own shape."""
     strength: float = 1.0
     """The intervention's strength at attach time (see :meth:`check_scaled`)."""
-    scaled: list[float] = field(default_factory=list)
-    """Magnitudes passed to :meth:`check_scaled`; later strength changes are checked against them too."""
+    terms: EditTerms = field(default_factory=EditTerms)
+    """The terms passed to :meth:`check_scaled`; the runtime checks the composition of every intervention,
+    and later strength changes, against them."""
 
     def where(self, field: str) -> tuple[str, str]:
         """``(source, pointer)`` locating ``field`` of this intervention, for :class:`RecipeError`."""
         return self.source, f"{self.pointer}/{field}"
 
-    def check_scaled(self, value: torch.Tensor | float, field: str) -> None:
-        """Refuse (a located :class:`RecipeError` at ``field``) a term the strength multiplies — a vector
-        added, a value set, a shift, a coefficient of the activation — whose product with the strength is
-        beyond :attr:`dtype`'s range: the edit would overflow even for a zero or unit activation. Operations
-        call this at compile time for each such term (a zero-dim or any-shape tensor, or a number)."""
+    def check_scaled(self, value: torch.Tensor | float, field: str, kind: str = "add") -> None:
+        """Declare a term the strength multiplies: ``kind="add"`` for a constant the edit adds (a vector, a
+        value set, a shift), ``"gain"`` for a coefficient of the activation (``factor - 1``). Operations call
+        this at compile time for each such term (a tensor of any shape, or a number). Refuses (a located
+        :class:`RecipeError` at ``field``) a term whose product with the strength is beyond the edit budget of
+        :attr:`dtype` (see :mod:`steerplug.recipe.numeric`): the edit would overflow for a unit activation."""
         from steerplug.errors import RecipeError
         from steerplug.recipe.numeric import overflow_problem
 
@@ -70,7 +74,7 @@ class OpTarget:
             magnitude = float(value.detach().abs().max()) if value.numel() else 0.0
         else:
             magnitude = abs(float(value))
-        self.scaled.append(magnitude)
+        self.terms.record(kind, magnitude)
         problem = overflow_problem(self.strength, magnitude, self.dtype, self.source, f"{self.pointer}/{field}",
                                    field, several)
         if problem is not None:

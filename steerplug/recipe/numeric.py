@@ -1,16 +1,23 @@
 """Numbers a recipe gives must be usable in the model's dtype: checked at attach time, located.
 
 A recipe is validated without a model, so ``strength: 1e39`` is a valid float; in a float32 (let alone a
-float16) model it is infinity, and the forward would produce inf/NaN. At attach time every float of an
-intervention must be representable in the dtype of the module it edits, and every term the strength
-multiplies (a vector added, a clamp value, a shift, a coefficient of the activation) must stay representable
-once multiplied by the strength: otherwise the edit overflows even for a zero (or unit) activation, which is
-decidable before any forward runs. Inputs that are themselves huge can still overflow any finite edit; that
-depends on the activations, not on the recipe.
+float16) model it is infinity, and the forward would produce inf/NaN. At attach time:
+
+* every float of an intervention must be representable in the dtype of the module it edits;
+* every term the strength multiplies — a vector or value added (``add``), a coefficient of the activation
+  (``gain``) — times the strength must stay within the dtype's *edit budget* (:func:`edit_budget`);
+* all interventions on the model together must keep a unit activation within that budget (:func:`reach`):
+  the same vector added at every layer, or a factor applied at several, compound.
+
+That is what can be decided before a forward runs: edits of a zero or unit activation stay finite with room
+to spare. Activations that are themselves beyond ``largest ** 0.25`` can still overflow; that depends on the
+model and its input, not on the recipe.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -58,14 +65,55 @@ def _largest_float(value: Any) -> float | None:
     return None
 
 
+EDIT_SHARE = 0.75
+"""Edits may use this share of a dtype's exponent range (``largest ** 0.75``: about 7.9e28 in float32 and
+bfloat16, 4,094 in float16), leaving the rest (a factor ``largest ** 0.25``: about 4.3e9 and 16) for the
+activations they are applied to."""
+
+
+def edit_budget(dtype: torch.dtype) -> float:
+    """The largest magnitude the edits at a site of ``dtype`` may reach for a unit activation."""
+    return largest(dtype) ** EDIT_SHARE
+
+
+@dataclass
+class EditTerms:
+    """What one compiled intervention can do to a unit activation, per unit of strength: the constant it
+    adds (``added``) and the factor by which it can grow the activation beyond 1 (``gain``)."""
+
+    added: float = 0.0
+    gain: float = 0.0
+
+    def record(self, kind: str, magnitude: float) -> None:
+        """Add one term (``kind`` is ``"add"`` or ``"gain"``)."""
+        if kind == "gain":
+            self.gain += magnitude
+        else:
+            self.added += magnitude
+
+
+def reach(edits: list[tuple[float, EditTerms]]) -> float:
+    """The largest magnitude a unit activation can reach through ``edits`` (``(strength, terms)`` pairs),
+    in any order: each step maps ``|x|`` to at most ``(1 + |s| gain) |x| + |s| added``, so the end is at most
+    ``(1 + Σ |s| added) × Π (1 + |s| gain)``."""
+    total, growth = 1.0, 1.0
+    for strength, terms in edits:
+        total += abs(strength) * terms.added
+        growth *= 1.0 + abs(strength) * terms.gain
+        if not math.isfinite(total * growth):
+            return math.inf
+    return total * growth
+
+
 def overflow_problem(strength: float, magnitude: float, dtype: torch.dtype, source: str, pointer: str,
                      field: str, several: bool = False) -> Problem | None:
     """A problem when ``strength × magnitude`` (the largest term the strength multiplies in ``field``; one of
-    ``several`` values) is beyond ``dtype``'s range, else None."""
-    limit = largest(dtype)
+    ``several`` values) is beyond the edit budget of ``dtype``, else None."""
+    budget = edit_budget(dtype)
     product = abs(strength) * magnitude
-    if product <= limit:
+    if product <= budget:
         return None
     term = f"{field} (values up to {magnitude:.4g})" if several else f"{field} {magnitude:.4g}"
-    return Problem(source, pointer, f"strength {strength:g} × {term} = {product:.4g} overflows this model's "
-                   f"{dtype_name(dtype)} (largest {limit:.4g})", "lower the strength or the values")
+    edit = f"strength {strength:g}" if field == "strength" else f"strength {strength:g} × {term} = {product:.4g}"
+    return Problem(source, pointer, f"{edit} is more than this model's {dtype_name(dtype)} leaves for edits "
+                   f"({budget:.4g})", "lower the strength or the values")

@@ -43,10 +43,10 @@ def read_header(path: Path, label: str) -> dict[str, dict[str, Any]]:
         if len(head) < 8:
             raise ValueError(f"'{label}' is not a safetensors file (too short)")
         (length,) = struct.unpack("<Q", head)
-        if length > MAX_HEADER_BYTES:
-            raise ValueError(f"'{label}' has a {length}-byte header, over the {MAX_HEADER_BYTES}-byte limit")
         if 8 + length > size:
             raise ValueError(f"'{label}' is not a safetensors file (bad header)")
+        if length > MAX_HEADER_BYTES:
+            raise ValueError(f"'{label}' has a {length}-byte header, over the {MAX_HEADER_BYTES}-byte limit")
         handle.seek(8)
         raw = handle.read(length)
     header = _parse(raw, label)
@@ -88,7 +88,7 @@ def _check_entry(name: str, entry: Any, label: str, data_bytes: int) -> None:
     if dtype not in SUPPORTED_DTYPES:
         kind = next((k for prefix, k in _KINDS.items() if dtype.startswith(prefix)), dtype)
         raise ValueError(f"{where} is {dtype} ({kind}); steerplug reads {SUPPORTED_TEXT} tensors",
-                         "convert it to float32 (or the model's float dtype) before saving")
+                         "convert it to a float dtype before saving")
     if not (isinstance(shape, list) and len(shape) <= MAX_TENSOR_DIMS
             and all(type(d) is int and d >= 0 for d in shape)):
         raise ValueError(f"{where} has an invalid shape {shown(shape)}")

@@ -19,21 +19,27 @@ if TYPE_CHECKING:
 
 
 def check_strength(entry: CompiledEntry, value: float, intervention: str) -> None:
-    """Refuse a strength that is not finite, not representable in the entry's dtype, or that overflows it
-    times the largest term the edit multiplies by it."""
+    """Refuse a strength that is not a finite number representable in the entry's dtype."""
     from steerplug.recipe.numeric import dtype_name, largest
-    from steerplug.runtime.compile import STRENGTH_BOUNDS
 
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise SteerplugError(f"strength of '{intervention}' must be a number, got {shown(value)}") from None
-    if not math.isfinite(number):
-        raise SteerplugError(f"strength of '{intervention}' must be a finite number, got {shown(value)}")
-    limit = largest(entry.strength.dtype)
-    if abs(number) * max(STRENGTH_BOUNDS.get(entry, 0.0), 1.0) > limit:
-        raise SteerplugError(f"strength {shown(value)} for '{intervention}' overflows this model's "
-                             f"{dtype_name(entry.strength.dtype)} (largest {limit:.4g}) at {entry.label}")
+    if not math.isfinite(number) or abs(number) > largest(entry.strength.dtype):
+        raise SteerplugError(f"strength of '{intervention}' must be a finite {dtype_name(entry.strength.dtype)} "
+                             f"number, got {shown(value)}")
+
+
+def _check_budget(model: torch.nn.Module, chosen: list[CompiledEntry], value: float, intervention: str) -> None:
+    from steerplug.runtime.compile import budget_problem
+    from steerplug.runtime.host import Host
+
+    host = Host.existing(model)
+    entries = [e for runner in (host.runners.values() if host else ()) for e in runner.entries]
+    problem = budget_problem(entries, {id(e): e for e in chosen}, {id(e): value for e in chosen})
+    if problem is not None:
+        raise SteerplugError(f"strength {shown(value)} for '{intervention}': {problem.message}")
 
 
 class Handle:
@@ -72,11 +78,12 @@ class Handle:
 
     def set_strength(self, intervention: str, value: float) -> None:
         """Set an intervention's strength in place (no re-attach; compiled graphs stay valid). A strength
-        that is not a finite number, or that the edit would overflow the model's dtype with, is refused and
-        nothing changes."""
+        that is not a finite number, or with which the edits on the model would leave its dtype's edit budget
+        (see :mod:`steerplug.recipe.numeric`), is refused and nothing changes."""
         chosen = self._select(intervention)
         for entry in chosen:
             check_strength(entry, value, intervention)
+        _check_budget(self.model, chosen, float(value), intervention)
         for entry in chosen:
             entry.strength.fill_(float(value))
 
