@@ -1,0 +1,75 @@
+"""Run the recipe fuzzer for many cases and report what happened (the README records a 10,000-case run).
+
+Each case is a generated recipe document (schema-aware, sometimes mutated byte by byte) in a bundle that is
+sometimes attacked (FIFOs, corrupt safetensors headers, float8 and empty tensors...); see
+``tests/helpers/fuzz_recipes.py`` for the strategies and the oracle. The run does not stop at a failure:
+every failing case is listed at the end, and the exit status is 1 if there was any.
+
+    python scripts/fuzz_recipes.py --cases 10000 --seed 14
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+os.environ.setdefault("STEERPLUG_NO_ENTRY_POINTS", "1")  # built-in plugins only: reproducible anywhere
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+from hypothesis import HealthCheck, Phase, given, seed, settings
+
+from tests.helpers.fuzz_recipes import CASE_SECONDS, Case, cases, run_case
+
+
+def campaign(count: int, chosen_seed: int) -> tuple[Counter[str], list[str]]:
+    """Run ``count`` cases from ``chosen_seed``; return the outcome counts and the failures."""
+    outcomes: Counter[str] = Counter()
+    failures: list[str] = []
+
+    @seed(chosen_seed)
+    @settings(max_examples=count, database=None, deadline=None, phases=[Phase.generate], print_blob=False,
+              suppress_health_check=list(HealthCheck))
+    @given(case=cases())
+    def one(case: Case) -> None:
+        faulthandler.dump_traceback_later(CASE_SECONDS * 3, exit=True)  # a hang the alarm cannot break
+        outcome, failure = run_case(case)
+        faulthandler.cancel_dump_traceback_later()
+        outcomes[outcome] += 1
+        outcomes["total"] += 1
+        if failure:
+            failures.append(f"{outcome}: {failure} (attack {case.attack}, {case.suffix}: {case.text[:300]!r})")
+        if outcomes["total"] % 500 == 0:
+            print(f"  {outcomes['total']} cases, {len(failures)} failures", flush=True)
+
+    one()
+    return outcomes, failures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=14)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    outcomes, failures = campaign(args.cases, args.seed)
+    seconds = time.perf_counter() - start
+    total = outcomes.pop("total", 0)
+    print(f"{total} cases in {seconds:.0f} s (seed {args.seed}): "
+          + ", ".join(f"{name} {count}" for name, count in sorted(outcomes.items())))
+    print(f"failures: {len(failures)} (tracebacks, hangs, unclean refusals, accepted-then-crash or non-finite)")
+    for failure in failures:
+        print("  " + failure)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
