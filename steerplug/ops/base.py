@@ -76,7 +76,7 @@ class OpTarget:
             magnitude = abs(float(value))
         self.terms.record(kind, magnitude)
         problem = overflow_problem(self.strength, magnitude, self.dtype, self.source, f"{self.pointer}/{field}",
-                                   field, several)
+                                   field, several, kind)
         if problem is not None:
             raise RecipeError([problem])
 

@@ -106,14 +106,16 @@ def reach(edits: list[tuple[float, EditTerms]]) -> float:
 
 
 def overflow_problem(strength: float, magnitude: float, dtype: torch.dtype, source: str, pointer: str,
-                     field: str, several: bool = False) -> Problem | None:
-    """A problem when ``strength × magnitude`` (the largest term the strength multiplies in ``field``; one of
-    ``several`` values) is beyond the edit budget of ``dtype``, else None."""
+                     field: str, several: bool = False, kind: str = "add") -> Problem | None:
+    """A problem when ``strength × magnitude`` (the largest term the strength multiplies in ``field``: the
+    field itself, or ``field - 1`` for a ``gain``; one of ``several`` values) is beyond the edit budget of
+    ``dtype``, else None."""
     budget = edit_budget(dtype)
     product = abs(strength) * magnitude
     if product <= budget:
         return None
-    term = f"{field} (values up to {magnitude:.4g})" if several else f"{field} {magnitude:.4g}"
+    name = f"({field} - 1)" if kind == "gain" else field
+    term = f"{name} (values up to {magnitude:.4g})" if several else f"{name} {magnitude:.4g}"
     edit = f"strength {strength:g}" if field == "strength" else f"strength {strength:g} × {term} = {product:.4g}"
     return Problem(source, pointer, f"{edit} is more than this model's {dtype_name(dtype)} leaves for edits "
                    f"({budget:.4g})", "lower the strength or the values")

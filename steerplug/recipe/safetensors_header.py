@@ -56,8 +56,10 @@ def read_header(path: Path, label: str) -> dict[str, dict[str, Any]]:
 def _parse(raw: bytes, label: str) -> dict[str, Any]:
     try:
         header = parse_json_bounded(raw.decode("utf-8"), label)
-    except (UnicodeDecodeError, RecipeError):
+    except UnicodeDecodeError:
         raise ValueError(f"'{label}' is not a safetensors file (bad header)") from None
+    except RecipeError as exc:
+        raise ValueError(f"'{label}' has a bad header: {exc.problems[0].message}") from None
     if not isinstance(header, dict):
         raise ValueError(f"'{label}' is not a safetensors file (bad header)")
     return header

@@ -9,6 +9,9 @@ must happen in directive comments at the top of the YAML, or in a ``<name>.expec
     ``{ops}`` the installed operation names (sorted, comma-separated).
 ``# model: llama-tiny``
     the document is valid; the problems appear when it is attached to that model with ``steerplug.steer``.
+``# fifo: NAME``
+    the case is copied into a temporary folder and ``NAME`` replaced there by a FIFO (named pipe): reading it
+    would block forever, so it must be refused without being read.
 ``# needs: libyaml``
     the expected wording is libyaml's (PyYAML's wheels ship it); the case is skipped without it.
 ``# symlink: LINK -> TARGET``
@@ -18,6 +21,7 @@ must happen in directive comments at the top of the YAML, or in a ``<name>.expec
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field
 from functools import cache
@@ -47,6 +51,8 @@ class Case:
     symlinks: tuple[tuple[str, str], ...] = field(default=())
     needs: tuple[str, ...] = field(default=())
     """Optional capabilities the expected lines depend on (``libyaml``)."""
+    fifos: tuple[str, ...] = field(default=())
+    """Files replaced by FIFOs in the materialised copy."""
 
     @property
     def document_level(self) -> bool:
@@ -55,12 +61,15 @@ class Case:
 
     def materialize(self, tmp_path: Path) -> Path:
         """The path to load: the committed file, or a copy with the case's symlinks made."""
-        if not self.symlinks:
+        if not self.symlinks and not self.fifos:
             return self.path
         folder = tmp_path / self.path.parent.name
         shutil.copytree(self.path.parent, folder)
         for link, target in self.symlinks:
             (folder / link).symlink_to(target, target_is_directory=(folder / target).is_dir())
+        for name in self.fifos:
+            (folder / name).unlink(missing_ok=True)
+            os.mkfifo(folder / name)
         return folder / self.path.name
 
     def expected_lines(self, loaded: Path) -> list[str]:
@@ -72,12 +81,16 @@ class Case:
 
 def _directives(path: Path) -> list[tuple[str, str]]:
     sidecar = path.with_name(path.name + ".expect")
-    text = (sidecar if sidecar.exists() else path).read_bytes().decode("latin-1")
+    data = (sidecar if sidecar.exists() else path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:  # a case about non-UTF-8 input: its directives are ASCII
+        text = data.decode("latin-1")
     found = []
     for line in text.splitlines():
         if line.startswith("# ") and ":" in line:
             key, _, value = line[2:].partition(":")
-            if key in ("expect", "model", "symlink", "needs"):
+            if key in ("expect", "model", "symlink", "needs", "fifo"):
                 found.append((key, value.strip()))
     return found
 
@@ -90,7 +103,8 @@ def load_case(path: Path) -> Case:
     name = path.parent.name if path.name == "recipe.yaml" else path.name
     return Case(name=name, path=path, expect=tuple(value for key, value in directives if key == "expect"),
                 model=models[0] if models else None, symlinks=tuple((a, b) for a, b in links),
-                needs=tuple(value for key, value in directives if key == "needs"))
+                needs=tuple(value for key, value in directives if key == "needs"),
+                fifos=tuple(value for key, value in directives if key == "fifo"))
 
 
 def invalid_cases() -> list[Case]:

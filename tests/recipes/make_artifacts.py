@@ -6,6 +6,8 @@ that name them carry their sha256, so rerunning must give the same bytes (the ca
 
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
 
 import torch
@@ -45,6 +47,32 @@ def main() -> None:
     (invalid / "artifact-not-safetensors" / "fake.safetensors").write_bytes(
         b"this is a text file with a .safetensors name, not tensors\n"
     )
+    hardening(invalid)
+
+
+def _raw_safetensors(path: Path, header: bytes, data: bytes = b"") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(struct.pack("<Q", len(header)) + header + data)
+
+
+def hardening(invalid: Path) -> None:
+    """The bundles of the hardening cases (issue 14): empty and float8 tensors, deep JSON in side files."""
+    save_file({"basis": torch.zeros(0, WIDTH)}, str(invalid / "artifact-zero-rows" / "empty.safetensors"))
+    save_file({"v": _ramp(0.0).to(torch.float8_e4m3fn)}, str(invalid / "artifact-float8" / "f8.safetensors"))
+    _raw_safetensors(invalid / "artifact-header-deep" / "deep.safetensors", b"[" * 200 + b"]" * 200)
+    save_file({"resid_post.1": torch.zeros(0, WIDTH)}, str(invalid / "patch-recording-empty" / "rec.safetensors"))
+    sae = invalid / "artifact-sae-cfg-deep" / "sae"
+    sae.mkdir(parents=True, exist_ok=True)
+    (sae / "cfg.json").write_text(json.dumps({"d_in": WIDTH, "d_sae": 4, "extra": _nested(100)}))
+    save_file({"W_enc": torch.ones(WIDTH, 4), "b_enc": torch.zeros(4), "W_dec": torch.ones(4, WIDTH),
+               "b_dec": torch.zeros(WIDTH)}, str(sae / "sae_weights.safetensors"))
+
+
+def _nested(depth: int) -> object:
+    value: object = 0
+    for _ in range(depth):
+        value = [value]
+    return value
 
 
 if __name__ == "__main__":
