@@ -58,11 +58,28 @@ class Recording:
 
     @classmethod
     def load(cls, path: str | Path) -> Recording:
-        """Read a file written by :meth:`save`."""
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
-        return cls(tensors, json.loads(metadata.get("input_ids", "[]")), metadata.get("model_type", ""))
+        """Read a file written by :meth:`save` (its header checked with the bounds of recipe artifacts)."""
+        from steerplug.errors import RecipeError
+        from steerplug.recipe.parse import parse_json_bounded
+        from steerplug.recipe.safetensors_header import read_header
+
+        try:
+            read_header(Path(path), Path(path).name)
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
+            ids = parse_json_bounded(metadata.get("input_ids", "[]"), str(path))
+        except (ValueError, OSError) as exc:  # RecipeError is a ValueError
+            if isinstance(exc, RecipeError):
+                message = exc.problems[0].message
+            elif isinstance(exc, OSError):
+                message = exc.strerror or str(exc)
+            else:
+                message = str(exc.args[0]) if exc.args else str(exc)
+            raise SteerplugError(f"cannot read recording '{path}': {message}") from None
+        if not isinstance(ids, list) or not all(type(i) is int for i in ids):
+            raise SteerplugError(f"cannot read recording '{path}': input_ids is not a list of token ids")
+        return cls(tensors, ids, metadata.get("model_type", ""))
 
 
 def _selection_from_recipe(recipe: Any) -> dict[str, list[Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from steerplug.builtin_plugins.source_local import _exists
 from steerplug.errors import RecipeError
 from steerplug.hookspecs import hookimpl
 from steerplug.hub.dropin import find_dropin, is_dropin_name
@@ -15,7 +16,7 @@ from steerplug.recipe.sources import OpenedRecipe
 def steerplug_open_recipe(ref: str, max_bytes: int) -> OpenedRecipe | None:
     """Find a bare name in the drop-in folders; an existing local path of that name is left to the file
     source. A miss says where it looked."""
-    if not is_dropin_name(ref) or Path(ref).exists():
+    if not is_dropin_name(ref) or _exists(Path(ref)):
         return None
     path, looked = find_dropin(ref)
     if path is None:

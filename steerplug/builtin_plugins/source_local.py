@@ -14,7 +14,14 @@ RECIPE_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def _looks_like_path(ref: str) -> bool:
-    return ref.endswith(RECIPE_SUFFIXES) or "/" in ref or ref.startswith(".") or Path(ref).exists()
+    return ref.endswith(RECIPE_SUFFIXES) or "/" in ref or ref.startswith(".") or _exists(Path(ref))
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # e.g. a name too long for the file system: not a file we can open
+        return False
 
 
 @hookimpl(trylast=True)
@@ -22,8 +29,12 @@ def steerplug_open_recipe(ref: str, max_bytes: int) -> OpenedRecipe | None:
     """Open a local recipe file, or the recipe inside a bundle folder; other references are not ours."""
     if "://" in ref or not _looks_like_path(ref):
         return None
-    path = Path(ref).expanduser()
-    if path.is_dir():
+    try:
+        path = Path(ref).expanduser()
+        is_dir = path.is_dir()
+    except (OSError, RuntimeError) as exc:  # a name too long, an unknown ~user
+        raise RecipeError.single(ref, "", f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    if is_dir:
         found = next((path / n for n in BUNDLE_RECIPE_NAMES if (path / n).is_file()), None)
         if found is None:
             raise RecipeError.single(ref, "", "folder has no recipe.yaml",

@@ -103,14 +103,35 @@ def _lock_guard(ref: str, locked: bool | str | Path | None) -> LockGuard | None:
     return guard_for(ref, lockfile) if lockfile else None
 
 
+MAX_REF_CHARS = 4096
+"""A recipe reference (path, URL or name) is at most this long (the usual PATH_MAX)."""
+
+
 def open_recipe(ref: str, max_bytes: int, plugins: Plugins) -> OpenedRecipe:
-    """Ask the recipe-source plugins for ``ref``'s bytes."""
+    """Ask the recipe-source plugins for ``ref``'s bytes (a reference no file system or URL could hold is
+    refused first: too long, a NUL byte, text that is not encodable)."""
+    _check_reference(ref)
     opened = plugins.hook.steerplug_open_recipe(ref=ref, max_bytes=max_bytes)
     if opened is None:
         raise RecipeError.single(ref, "", "no such recipe file, and no recipe source recognises this name",
                                  "give a path to a .yaml/.json recipe or a bundle folder")
     check_size(opened.data, max_bytes, opened.name)  # a source plugin may have ignored max_bytes
     return opened
+
+
+def _check_reference(ref: str) -> None:
+    problem = None
+    if len(ref) > MAX_REF_CHARS:
+        problem = f"reference is longer than {MAX_REF_CHARS} characters"
+    elif "\x00" in ref:
+        problem = "reference contains a NUL character"
+    else:
+        try:
+            ref.encode("utf-8")
+        except UnicodeEncodeError:
+            problem = "reference is not valid text (it holds a lone surrogate)"
+    if problem:
+        raise RecipeError.single(ref, "", problem, "give a path to a .yaml/.json recipe, a bundle folder or a URL")
 
 
 def _finish(doc: dict[str, Any], source: str, root: Path | None, origin: dict[str, str],
