@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+
+pytest.importorskip("hypothesis", reason="the fuzzer needs hypothesis (pip install -e '.[dev]')")
+
 from hypothesis import HealthCheck, given, settings
 
 from tests.helpers.fuzz_recipes import Case, cases, run_case

@@ -18,7 +18,7 @@ import torch
 import steerplug
 from steerplug.cli.main import main as cli_main
 from steerplug.errors import MAX_PROBLEMS, Problem, RecipeError, SteerplugError, shown
-from steerplug.recipe.limits import MAX_DEPTH, MAX_NODES, bounded_copy
+from steerplug.recipe.limits import MAX_DEPTH, MAX_NODES, BoundsExceeded, bounded_copy
 from steerplug.recipe.numeric import edit_budget
 from tests.helpers.models import hook_count, recipe, tiny_llama
 from tests.helpers.recipe_cases import INVALID
@@ -69,10 +69,12 @@ def test_non_string_keys_and_odd_values_from_python_are_located() -> None:
 
 
 def test_bounded_copy_stops_at_the_value_limit_without_recursion() -> None:
-    copy, problems = bounded_copy({"a": [[1]] * (MAX_NODES // 2 + 10)}, "x")
-    assert [p.message for p in problems] == ["more than 1024 entries"]
-    copy, problems = bounded_copy({"a": [1] * 60_000, "b": [1] * 60_000}, "x")
-    assert [p.message for p in problems] == [f"document holds more than {MAX_NODES} values"]
+    with pytest.raises(BoundsExceeded) as info:
+        bounded_copy({"a": [[1]] * (MAX_NODES // 2 + 10)}, "x")
+    assert [p.message for p in info.value.problems] == ["more than 1024 entries"]
+    with pytest.raises(BoundsExceeded) as info:
+        bounded_copy({"a": [1] * 60_000, "b": [1] * 60_000}, "x")
+    assert [p.message for p in info.value.problems] == [f"document holds more than {MAX_NODES} values"]
     copy, problems = bounded_copy({"a": [1, 2.5, None, True, "s"]}, "x")
     assert (copy, problems) == ({"a": [1, 2.5, None, True, "s"]}, [])
 

@@ -238,3 +238,24 @@ def test_plain_scalars_follow_yaml_1_2() -> None:
     doc = parse_document(b"a: yes\nb: on\nc: true\nd: 2024-01-01\ne: 1e3\nf: False\ng: 3\nh: null\n", "x.yaml")
     assert doc == {"a": "yes", "b": "on", "c": True, "d": "2024-01-01", "e": 1000.0, "f": False, "g": 3,
                    "h": None}
+
+
+def test_pure_python_parser_builds_the_same_data_as_libyaml() -> None:
+    from steerplug.recipe.yamlsafe import compose
+    from tests.helpers.recipe_cases import VALID, valid_recipes
+
+    texts = [p.read_text(encoding="utf-8") for p in valid_recipes() if p.suffix == ".yaml"]
+    texts.append((VALID.parent / "invalid" / "key-not-string.yaml").read_text(encoding="utf-8"))
+    for text in texts:
+        assert compose(text, "r.yaml", pure_python=True) == compose(text, "r.yaml")
+
+
+def test_pure_python_parser_meets_the_same_bounds() -> None:
+    from steerplug.recipe.limits import BoundsExceeded
+    from steerplug.recipe.yamlsafe import compose
+
+    text = "a: " + "[" * 40 + "]" * 40 + "\n"
+    for pure in (True, False):
+        with pytest.raises(BoundsExceeded) as info:
+            compose(text, "r.yaml", pure_python=pure)
+        assert [p.message for p in info.value.problems] == ["line 1 column 36: nesting is deeper than 32 levels"]

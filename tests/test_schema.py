@@ -25,11 +25,14 @@ BEYOND_THE_SCHEMA = {
     "artifact-ref-misspelt.yaml", "artifact-ref-undeclared.yaml", "ids-duplicate.yaml", "layers-missing.yaml",
     "layers-on-unlayered-site.yaml", "schedule-linear-without-stop.yaml", "schedule-stop-not-after-start.yaml",
     "site-unknown.yaml", "strength-nan.yaml", "vector-inf.yaml", "vector-source-fields.yaml",
-    "vector-source-unknown.yaml",
-    # ... and the files of a bundle (artifacts.py).
+    "vector-source-unknown.yaml", "declared-hidden-size.yaml", "declared-num-layers.yaml",
+    # ... limits in bytes (a path component over 255 UTF-8 bytes) ...
+    "artifact-path-component-long.yaml",
+    # ... and the files of a bundle (artifacts.py, safetensors_header.py, parse.py).
     "artifact-integer-tensor", "artifact-missing-file", "artifact-nan", "artifact-not-safetensors",
     "artifact-not-safetensors-suffix", "artifact-path-escape", "artifact-pickle", "artifact-sha-mismatch",
-    "artifact-symlink", "artifact-symlink-folder",
+    "artifact-symlink", "artifact-symlink-folder", "artifact-fifo", "artifact-float8", "artifact-header-deep",
+    "artifact-sae-cfg-deep", "artifact-zero-rows", "patch-recording-empty", "recipe-fifo",
 }
 """Document-level invalid cases that plain JSON Schema validation accepts: only steerplug refuses them."""
 

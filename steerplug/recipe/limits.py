@@ -59,6 +59,14 @@ class LimitExceeded(Exception):
     """A bound was exceeded: building stops at once (the problems gathered so far are reported)."""
 
 
+class BoundsExceeded(Exception):
+    """A document exceeded a bound; ``problems`` says where (and lists the problems found before)."""
+
+    def __init__(self, problems: list[Problem]):
+        super().__init__(str(problems[-1]))
+        self.problems = problems
+
+
 class Budget:
     """Counts and checks the values of one document as it is built; gathers located problems.
 
@@ -144,8 +152,9 @@ def number_literal(text: str, convert: Callable[[str], Any]) -> Any:
 
 def bounded_copy(value: Any, source: str, max_depth: int = MAX_DEPTH) -> tuple[Any, list[Problem]]:
     """A plain-JSON copy of ``value`` (dicts with string keys, lists, str, int, float, bool, None) built
-    without recursion, and the problems found: every bound of this module is checked. Keys that are not
-    strings are left out of the copy (each one is a problem). A value of another type is a problem."""
+    without recursion, and the problems that leave the rest checkable: keys that are not strings (left out of
+    the copy), integers beyond int64 and values of other types. A bound exceeded raises
+    :class:`BoundsExceeded` with every problem found so far."""
     budget = Budget(source, max_depth=max_depth)
     root: list[Any] = [None]
     stack: list[tuple[Any, Path, int, Any, Any]] = [(value, (), 0, root, 0)]
@@ -156,7 +165,7 @@ def bounded_copy(value: Any, source: str, max_depth: int = MAX_DEPTH) -> tuple[A
             copied = _copy_one(item, path, depth, budget, stack)
             parent[slot] = copied
     except LimitExceeded:
-        pass
+        raise BoundsExceeded(budget.problems) from None
     return root[0], budget.problems
 
 

@@ -13,7 +13,7 @@ from steerplug.errors import Problem, RecipeError
 from steerplug.plugins import Plugins, get_plugins
 from steerplug.recipe.artifacts import MAX_ARTIFACT_BYTES, ConfigTable, TensorTable, load_artifact_tables, sha256_bytes
 from steerplug.recipe.document import RecipeBase
-from steerplug.recipe.limits import bounded_copy
+from steerplug.recipe.limits import BoundsExceeded, bounded_copy
 from steerplug.recipe.migrate import migrate
 from steerplug.recipe.parse import MAX_RECIPE_BYTES, check_size, parse_document_checked
 from steerplug.recipe.sources import OpenedRecipe
@@ -81,7 +81,10 @@ def load_recipe(
     if isinstance(ref, Mapping):
         root = Path(base_dir) if base_dir is not None else None
         source = name or "<dict>"
-        doc, early = bounded_copy(ref, source)  # bounded like a parsed document; never recursive
+        try:
+            doc, early = bounded_copy(ref, source)  # bounded like a parsed document; never recursive
+        except BoundsExceeded as exc:
+            raise RecipeError(exc.problems) from None
         if early and not isinstance(doc, dict):
             raise RecipeError(early)
         return _finish(doc, source, root, {}, plugins, max_artifact_bytes, early)

@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 
 from steerplug.errors import Problem, RecipeError, shown
-from steerplug.recipe.limits import MAX_DEPTH, MAX_RECIPE_BYTES, bounded_copy, number_literal
-from steerplug.recipe.yamlsafe import BoundsExceeded, YamlRefusal, compose
+from steerplug.recipe.limits import MAX_DEPTH, MAX_RECIPE_BYTES, BoundsExceeded, bounded_copy, number_literal
+from steerplug.recipe.yamlsafe import YamlRefusal, compose
 
 __all__ = ["MAX_RECIPE_BYTES", "check_size", "open_regular", "parse_document", "parse_document_checked",
            "parse_json_bounded", "read_capped"]
@@ -131,22 +131,20 @@ def parse_document_checked(data: bytes, name: str, suffix: str = ".yaml") -> tup
         line, column = _line_column(data, exc.start)
         raise RecipeError.single(name, "", f"not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line} column "
                                  f"{column}", "save the file as UTF-8") from None
-    if suffix.lower() == ".json":
-        doc, problems = bounded_copy(_parse_json(text, name), name)
-    else:
-        doc, problems = _parse_yaml(text, name)
-    if problems and (not isinstance(doc, dict) or _fatal(problems)):
+    try:
+        if suffix.lower() == ".json":
+            doc, problems = bounded_copy(_parse_json(text, name), name)
+        else:
+            doc, problems = _parse_yaml(text, name)
+    except BoundsExceeded as exc:
+        raise RecipeError(exc.problems) from None
+    if problems and not isinstance(doc, dict):
         raise RecipeError(problems)
     if not isinstance(doc, dict):
         kind = _KINDS.get(type(doc), type(doc).__name__)
         raise RecipeError.single(name, "", f"a recipe must be a mapping, got {kind}",
                                  "start with 'apiVersion: steerplug/v1'")
     return doc, problems
-
-
-def _fatal(problems: list[Problem]) -> bool:
-    soft = ("is not a string", "is out of range", "unsupported value of type")
-    return not all(any(part in p.message for part in soft) for p in problems)
 
 
 def _line_column(data: bytes | str, offset: int) -> tuple[int, int]:
@@ -193,8 +191,6 @@ def _parse_yaml(text: str, name: str) -> tuple[Any, list[Problem]]:
                                  "not allowed in YAML", "remove control characters from the file")
     try:
         return compose(text, name)
-    except BoundsExceeded as exc:
-        raise RecipeError(exc.problems) from None
     except YamlRefusal as exc:
         where = f"line {exc.mark.line + 1} column {exc.mark.column + 1}: " if exc.mark else ""
         raise RecipeError.single(name, "", where + exc.message) from None

@@ -76,7 +76,7 @@ def _source_problems(value: SourceSpec, pointer: str, source: str, plugins: Plug
             "no vector-source plugin is installed"
         return [Problem(source, f"{pointer}/source", f"unknown vector source {shown(value.source)}", hint)]
     try:
-        registered.spec_model.model_validate(value.model_dump())
+        registered.spec_model.model_validate(value.model_dump(), strict=True)
     except ValidationError as exc:
         return [pydantic_problem(source, pointer, list(err["loc"]), err) for err in exc.errors()]
     return []

@@ -17,6 +17,9 @@ import yaml
 from yaml.composer import ComposerError
 from yaml.constructor import SafeConstructor
 from yaml.nodes import ScalarNode
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.scanner import Scanner
 
 from steerplug.errors import Problem, shown
 from steerplug.recipe.limits import (
@@ -27,27 +30,29 @@ from steerplug.recipe.limits import (
     MAX_KEY_CHARS,
     MAX_NUMBER_CHARS,
     MAX_STRING_CHARS,
+    BoundsExceeded,
     Budget,
     LimitExceeded,
     Path,
     number_literal,
 )
 
+
+class PurePythonParser(Reader, Scanner, Parser):
+    """PyYAML's pure-Python parser (events only), used when PyYAML was built without libyaml."""
+
+    def __init__(self, stream: str):
+        Reader.__init__(self, stream)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+
+
 try:  # libyaml parses ~5x faster; the pure-Python parser gives the same data (its messages differ)
     from yaml.cyaml import CParser as _Parser  # type: ignore[attr-defined]
 
     WITH_LIBYAML = True
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    from yaml.parser import Parser
-    from yaml.reader import Reader
-    from yaml.scanner import Scanner
-
-    class _Parser(Reader, Scanner, Parser):  # type: ignore[no-redef]
-        def __init__(self, stream: str):
-            Reader.__init__(self, stream)
-            Scanner.__init__(self)
-            Parser.__init__(self)
-
+    _Parser = PurePythonParser  # type: ignore[misc,assignment]
     WITH_LIBYAML = False
 
 _NULL, _BOOL, _INT, _FLOAT, _MERGE = (f"tag:yaml.org,2002:{n}" for n in ("null", "bool", "int", "float", "merge"))
@@ -76,6 +81,8 @@ def _refuse(event: Any) -> None:
     """Raise the refusal of an alias, an anchor or an explicit tag (called when an event carries one)."""
     if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
         raise YamlRefusal("YAML anchors and aliases are not allowed in recipes", event.start_mark)
+    if not getattr(event, "tag", None):
+        raise YamlRefusal(f"unexpected YAML {type(event).__name__}", getattr(event, "start_mark", None))
     shown_tag = event.tag.replace("tag:yaml.org,2002:", "!!", 1)  # as written in the document
     raise YamlRefusal(f"YAML tag '{shown_tag}' is not allowed in recipes (recipes are data)", event.start_mark)
 
@@ -134,20 +141,13 @@ class _Frame:
 _NO_KEY = object()
 
 
-class BoundsExceeded(Exception):
-    """A bound of :mod:`steerplug.recipe.limits` was exceeded; ``problems`` says where (and what else)."""
-
-    def __init__(self, problems: list[Problem]):
-        super().__init__(str(problems[-1]))
-        self.problems = problems
-
-
-def compose(text: str, source: str) -> tuple[Any, list[Problem]]:
+def compose(text: str, source: str, pure_python: bool = False) -> tuple[Any, list[Problem]]:
     """The single document of ``text`` as plain data, and the problems that did not stop the build (keys
     that are not strings, integers beyond int64). Raises :class:`YamlRefusal` or :class:`yaml.YAMLError`
-    for documents refused outright, :class:`BoundsExceeded` when a bound is exceeded."""
+    for documents refused outright, :class:`BoundsExceeded` when a bound is exceeded. ``pure_python``
+    uses PyYAML's pure-Python parser even where libyaml is available (tests compare the two)."""
     budget = Budget(source)
-    parser = _Parser(text)
+    parser = PurePythonParser(text) if pure_python else _Parser(text)
     try:
         parser.get_event()  # stream start
         if isinstance(parser.peek_event(), yaml.StreamEndEvent):
