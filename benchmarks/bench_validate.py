@@ -71,6 +71,7 @@ WORKLOADS: dict[str, Callable[[int], str]] = {
     "1,024 interventions (valid)": lambda size: _entries(HEAD + PROBE + "interventions:\n", _item, size),
     "1,024 interventions with 4 problems each (refused)": lambda size: _entries(HEAD + "interventions:\n", _bad,
                                                                                  size),
+    "inline vectors (valid, JSON)": lambda size: _as_json(_repeat(HEAD + "interventions:\n", _inline, size - 40_000)),
     "one long vector (refused at the list limit)": lambda size: _repeat(
         HEAD + "interventions:\n  - {id: a, op: add, site: resid_post, layers: 1, vector: [", lambda i: "0.25, ",
         size, "1.0]}\n"),
@@ -78,6 +79,12 @@ WORKLOADS: dict[str, Callable[[int], str]] = {
         HEAD.replace("{name: bench}", "{name: bench, description: '"), lambda i: "x", size, "'}\n"),
     "comments and blank lines (valid)": lambda size: _repeat(HEAD, lambda i: "# a comment line\n\n", size),
 }
+
+
+def _as_json(yaml_text: str) -> str:
+    import yaml
+
+    return json.dumps(yaml.safe_load(yaml_text))
 
 
 def _seconds(path: Path) -> tuple[float, str]:
@@ -88,7 +95,8 @@ def _seconds(path: Path) -> tuple[float, str]:
             steerplug.load_recipe(str(path), locked=False)
             verdict = "accepted"
         except SteerplugError as exc:
-            verdict = f"refused ({len(str(exc).splitlines())} lines)"
+            lines = len(str(exc).splitlines())
+            verdict = f"refused ({lines} line{'s' if lines > 1 else ''})"
         times.append(time.process_time() - start)
     return statistics.median(times), verdict
 
@@ -101,7 +109,7 @@ def main() -> int:
         for name, build in WORKLOADS.items():
             timed = {}
             for size in (MAX_RECIPE_BYTES // 2, MAX_RECIPE_BYTES):
-                path = Path(folder) / "recipe.yaml"
+                path = Path(folder) / ("recipe.json" if "JSON" in name else "recipe.yaml")
                 path.write_text(build(size), encoding="utf-8")
                 timed[size] = (path.stat().st_size, *_seconds(path))
             (_, t_half, _), (full, t_full, verdict) = timed[MAX_RECIPE_BYTES // 2], timed[MAX_RECIPE_BYTES]

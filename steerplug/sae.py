@@ -19,7 +19,9 @@ from typing import Any, Literal
 
 import torch
 
-MAX_CFG_BYTES = 64 << 10
+from steerplug.recipe.limits import MAX_SIDE_FILE_BYTES
+
+MAX_CFG_BYTES = MAX_SIDE_FILE_BYTES
 """Cap on ``cfg.json`` (SAELens configs are a few hundred bytes)."""
 CFG_FILE = "cfg.json"
 ARCHITECTURES = {"standard": "relu", "relu": "relu", "topk": "topk", "jumprelu": "jumprelu"}
