@@ -37,6 +37,8 @@ def _check_budget(model: torch.nn.Module, chosen: list[CompiledEntry], value: fl
 
     host = Host.existing(model)
     entries = [e for runner in (host.runners.values() if host else ()) for e in runner.entries]
+    hooked = {id(e) for e in entries}
+    entries += [e for e in chosen if id(e) not in hooked]  # per-row slots run inside a fused entry
     problem = budget_problem(entries, {id(e): e for e in chosen}, {id(e): value for e in chosen})
     if problem is not None:
         raise SteerplugError(f"strength {shown(value)} for '{intervention}': {problem.message}")
