@@ -61,7 +61,7 @@ def validate_document(doc: dict[str, Any], source: str, plugins: Plugins,
 
 
 def _worded(doc: dict[str, Any], exc: ValidationError, source: str, plugins: Plugins,
-            unchecked: list[str]) -> list[list[Problem]]:
+            unchecked: set[str]) -> list[list[Problem]]:
     """The problems of a refused document: the JSON Schema's wording for the units pydantic refused (while
     fewer than :data:`MAX_PROBLEMS` are found), then pydantic's own wording for everything (the merge keeps
     only what the schema did not already say)."""
@@ -85,10 +85,10 @@ def _worded(doc: dict[str, Any], exc: ValidationError, source: str, plugins: Plu
     return [list(dict.fromkeys(p for _, problems in found for p in problems)), typed]
 
 
-def _name_problems(doc: dict[str, Any], source: str, plugins: Plugins) -> tuple[list[Problem], list[str]]:
+def _name_problems(doc: dict[str, Any], source: str, plugins: Plugins) -> tuple[list[Problem], set[str]]:
     """Unknown operation and site names, with a 'did you mean' hint; and the items not to check further."""
     problems: list[Problem] = []
-    unchecked: list[str] = []
+    unchecked: set[str] = set()
     interventions = doc.get("interventions")
     for index, item in enumerate(interventions if isinstance(interventions, list) else []):
         if not isinstance(item, dict):
@@ -98,17 +98,17 @@ def _name_problems(doc: dict[str, Any], source: str, plugins: Plugins) -> tuple[
         if op is None:
             hint = did_you_mean("", plugins.operations, max_listed=None)
             problems.append(Problem(source, here, "missing required field 'op'", hint))
-            unchecked.append(here)
+            unchecked.add(here)
         elif not isinstance(op, str) or op not in plugins.operations:
             hint = did_you_mean(op if isinstance(op, str) else "", plugins.operations, max_listed=None)
             problems.append(Problem(source, f"{here}/op", f"unknown operation {shown(op)}", hint))
-            unchecked.append(here)
+            unchecked.add(here)
         site = item.get("site")
         if isinstance(site, str) and site not in SITES:
             problems.append(Problem(source, f"{here}/site", f"unknown site {shown(site)}", did_you_mean(site, SITES)))
     probe_problems = probe_name_problems(doc, source, plugins)
-    unchecked += [p.pointer.removesuffix("/kind") for p in probe_problems if "probe kind" in p.message]
-    unchecked += [p.pointer for p in probe_problems if p.message == "missing required field 'kind'"]
+    unchecked.update(p.pointer.removesuffix("/kind") for p in probe_problems if "probe kind" in p.message)
+    unchecked.update(p.pointer for p in probe_problems if p.message == "missing required field 'kind'")
     return problems + probe_problems, unchecked
 
 
@@ -221,5 +221,5 @@ def _enclosing(pointer: str) -> list[str]:
     return ["/".join(parts[:end]) for end in range(len(parts) - 1, 1, -1)]
 
 
-def _inside_any(pointer: str, places: list[str]) -> bool:
-    return any(pointer == place or pointer.startswith(place + "/") for place in places)
+def _inside_any(pointer: str, places: set[str]) -> bool:
+    return pointer in places or any(place in places for place in _enclosing(pointer))
