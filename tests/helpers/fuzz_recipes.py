@@ -106,22 +106,22 @@ def layers() -> st.SearchStrategy[Any]:
                       st.sampled_from(["all", "0:2", "1:", ":-1"]))
     rare = st.one_of(st.integers(-5, 5), st.lists(st.integers(-5, 5), max_size=3),
                      st.sampled_from(["5:9", "0:99999999999", "x"]), st.sampled_from(HUGE_INTS))
-    return _often(usual, rare)
+    return _often(usual, rare, odds=8)
 
 
 def positions() -> st.SearchStrategy[Any]:
-    bound = _often(st.integers(-4, 8), st.sampled_from([*HUGE_INTS, 2**31 - 1, -(2**31) + 1]))
+    bound = _often(st.integers(-4, 8), st.sampled_from([*HUGE_INTS, 2**31 - 1, -(2**31) + 1]), odds=10)
     ranges = st.fixed_dictionaries({}, optional={"from": bound, "to": bound})
     named = st.sampled_from(["all", "prompt", "generated", "last_prompt"])
     return _often(st.one_of(named, ranges, st.lists(st.one_of(named, ranges), min_size=1, max_size=3)),
-                  st.one_of(st.just("promt"), st.just([])))
+                  st.one_of(st.just("promt"), st.just([])), odds=10)
 
 
 def schedule() -> st.SearchStrategy[Any]:
     return st.fixed_dictionaries({}, optional={
-        "start": _often(st.integers(0, 4), st.sampled_from([*HUGE_INTS, 2**31 - 1])),
-        "stop": _often(st.integers(5, 9), st.sampled_from([*HUGE_INTS, 2**31 - 1, 1])),
-        "decay": _often(st.sampled_from(["none", "exponential"]), st.sampled_from(["linear", "lin"])),
+        "start": _often(st.integers(0, 4), st.sampled_from([*HUGE_INTS, 2**31 - 1]), odds=10),
+        "stop": _often(st.integers(5, 9), st.sampled_from([*HUGE_INTS, 2**31 - 1, 1]), odds=10),
+        "decay": _often(st.sampled_from(["none", "exponential"]), st.sampled_from(["linear", "lin"]), odds=10),
         "rate": _often(st.floats(0.01, 1.0), st.sampled_from(EDGE_FLOATS))})
 
 
@@ -182,24 +182,26 @@ def intervention(draw: Any, index: int, probes: bool) -> dict[str, Any]:
 def documents(draw: Any) -> dict[str, Any]:
     """A recipe document over the whole schema, mostly fitting the tiny model, often with mistakes."""
     doc: dict[str, Any] = {"apiVersion": draw(_often(st.just("steerplug/v1"), st.sampled_from(
-                               ["steerplug/v1alpha1", "steerplug/v9", 1]))),
-                           "kind": "Recipe", "metadata": {"name": draw(_often(st.just("fz"), st.just("bad name")))}}
+                               ["steerplug/v1alpha1", "steerplug/v9", 1]), odds=20)),
+                           "kind": "Recipe",
+                           "metadata": {"name": draw(_often(st.just("fz"), st.just("bad name"), odds=20))}}
     if draw(st.booleans()):
         doc["model"] = {"model_type": "llama", "hidden_size": draw(st.sampled_from([WIDTH, WIDTH, 64])),
                         "num_layers": draw(st.sampled_from([LAYERS, LAYERS, 2]))}
     if draw(st.integers(0, 3)) != 3:
         doc["artifacts"] = {"v": {"path": draw(_often(st.just("vectors.safetensors"), st.sampled_from([
-            "missing.safetensors", "a" * 300 + ".safetensors", "../x.safetensors", "v.pt", "sub/v.safetensors"]))),
-            "sha256": SHA}}
+            "missing.safetensors", "a" * 300 + ".safetensors", "../x.safetensors", "v.pt", "sub/v.safetensors"]),
+            odds=10)), "sha256": SHA}}
     probes = draw(st.integers(0, 2)) == 2
     doc["interventions"] = [draw(intervention(i, probes)) for i in range(draw(st.integers(1, 3)))]
     if probes:
-        kind = draw(_often(st.sampled_from(["linear", "cosine"]), st.just("lineer")))
-        doc["probes"] = [{"id": "p", "kind": kind, "site": "resid_post", "layer": draw(layers()),
+        kind = draw(_often(st.sampled_from(["linear", "cosine"]), st.just("lineer"), odds=12))
+        doc["probes"] = [{"id": "p", "kind": kind, "site": "resid_post",
+                          "layer": draw(_often(st.integers(-3, 2), st.one_of(layers(), st.integers(-9, 9)))),
                           "vector" if kind == "cosine" else "weights": draw(vector())}]
     if draw(st.integers(0, 5)) == 0:
         doc["monitors"] = [{"stat": ["rms"], "sites": ["resid_post"], "layers": draw(layers())}]
-    for _ in range(draw(_often(st.just(0), st.integers(1, 2), odds=4))):
+    for _ in range(draw(_often(st.just(0), st.integers(1, 2), odds=6))):
         _mutate(doc, draw)
     return doc
 
@@ -252,7 +254,7 @@ def byte_mutations(draw: Any, data: bytes) -> bytes:
     return data
 
 
-BUNDLE_ATTACKS = ["none"] * 30 + ["deep-header", "float8", "zero-rows", "huge-header", "bad-offsets",
+BUNDLE_ATTACKS = ["none"] * 60 + ["deep-header", "float8", "zero-rows", "huge-header", "bad-offsets",
                   "truncated", "fifo-artifact", "fifo-recipe", "symlink", "dir-artifact", "nan-tensor",
                   "pickle-bytes", "int-tensor", "metadata-object", "many-tensors"]
 
@@ -278,7 +280,7 @@ def cases(draw: Any) -> Case:
     doc = draw(documents())
     suffix = draw(st.sampled_from([".yaml", ".yaml", ".json"]))
     text = _serialise(doc, suffix)
-    if draw(_often(st.just(False), st.just(True), odds=4)):
+    if draw(_often(st.just(False), st.just(True), odds=6)):
         text = draw(byte_mutations(text))
     model_name = draw(_often(st.just("llama"), st.sampled_from(MODELS[1:]), odds=2))
     return Case(text=text, suffix=suffix, attack=draw(st.sampled_from(BUNDLE_ATTACKS)), model=model_name)
