@@ -76,8 +76,6 @@ def plan_bake(model: torch.nn.Module, recipes: Sequence[Recipe], adapter: SiteAd
                 steps += _steps(model, recipe, item, pointer, (r_index, i_index), adapter, plugins)
             except Cannot as exc:
                 problems.append(Problem(recipe.source, pointer, f"cannot bake '{item.id}': {exc.reason}", exc.hint))
-    if problems:
-        raise RecipeError(problems)
     finder = TargetFinder(model, adapter)
     for step in sorted(steps, key=lambda s: s.order):
         try:
@@ -86,7 +84,7 @@ def plan_bake(model: torch.nn.Module, recipes: Sequence[Recipe], adapter: SiteAd
             problems.append(Problem(step.source, step.pointer, f"cannot bake '{step.intervention}': {exc.reason}",
                                     exc.hint))
     if problems:
-        raise RecipeError(_one_per_intervention(problems))
+        raise RecipeError(_ordered(_one_per_intervention(problems), [r.source for r in recipes]))
     plan.notes += finder.notes
     return plan
 
@@ -147,6 +145,16 @@ def _layers(item: Any, adapter: SiteAdapter) -> list[int | None]:
         return list(resolve_layers(item.layers, adapter.info.num_layers))
     except ValueError as exc:
         raise Cannot(exc.args[0], exc.args[1] if len(exc.args) > 1 else None) from None
+
+
+def _ordered(problems: list[Problem], sources: list[str]) -> list[Problem]:
+    """Problems in document order: recipe by recipe, probes and monitors first, then interventions."""
+    def key(problem: Problem) -> tuple[int, int]:
+        parts = problem.pointer.split("/")
+        index = int(parts[2]) if len(parts) > 2 and parts[1] == "interventions" and parts[2].isdigit() else -1
+        return (sources.index(problem.source) if problem.source in sources else len(sources), index)
+
+    return sorted(problems, key=key)
 
 
 def _one_per_intervention(problems: list[Problem]) -> list[Problem]:
