@@ -46,7 +46,8 @@ def _vector(width: int, seed: int, scale: float = 1.0) -> list[float]:
 
 def _add_recipe(width: int) -> dict:
     return recipe(
-        {"id": "post", "op": "add", "site": "resid_post", "layers": [0, 1], "vector": _vector(width, 1), "strength": 3.0},
+        {"id": "post", "op": "add", "site": "resid_post", "layers": [0, 1], "vector": _vector(width, 1),
+         "strength": 3.0},
         {"id": "pre", "op": "add", "site": "resid_pre", "layers": "all", "vector": _vector(width, 2), "strength": 0.5},
         {"id": "attn", "op": "add", "site": "attn_out", "layers": [1], "vector": _vector(width, 3)},
         {"id": "act", "op": "scale", "site": "mlp_act", "layers": [0], "factor": 0.25},
@@ -127,7 +128,7 @@ def test_refusals_are_one_line_each_and_leave_the_model_untouched() -> None:
 
 
 def test_a_failed_check_restores_the_model_bitwise(monkeypatch: pytest.MonkeyPatch) -> None:
-    import steerplug.bake.api as api
+    from steerplug.bake import api
 
     model = _model("gpt2")
     before = {k: v.clone() for k, v in model.state_dict().items()}

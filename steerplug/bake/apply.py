@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
 
 from steerplug.bake.affine import FOLD_DTYPE
 from steerplug.bake.families import LinearView, grant_biases, untie_output_embeddings
@@ -23,14 +22,14 @@ from steerplug.bake.targets import Action
 class Snapshot:
     """The state of everything a plan may touch: parameters by name, bias presence, ties, the config."""
 
-    model: nn.Module
+    model: Any
     params: dict[str, torch.Tensor] = field(default_factory=dict)
-    biasless: list[nn.Module] = field(default_factory=list)
+    biasless: list[Any] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     tied: bool = False
 
     @classmethod
-    def take(cls, model: nn.Module) -> Snapshot:
+    def take(cls, model: Any) -> Snapshot:
         """Copy the parameters and config of ``model`` (parameters are cloned lazily by :meth:`keep`)."""
         embed, head = model.get_input_embeddings(), model.get_output_embeddings()
         biasless = [m for m in model.modules() if hasattr(m, "bias") and m.bias is None]
@@ -58,7 +57,7 @@ class Snapshot:
         self.model.config.__dict__.update(self.config)
 
 
-def apply_actions(model: nn.Module, actions: list[Action], snapshot: Snapshot) -> None:
+def apply_actions(model: Any, actions: list[Action], snapshot: Snapshot) -> None:
     """Fold every action into ``model`` in order (the order of the hooks they replace)."""
     for action in actions:
         if action.untie:
@@ -75,7 +74,7 @@ def apply_actions(model: nn.Module, actions: list[Action], snapshot: Snapshot) -
             _fold_right(LinearView(action.module, module), action)
 
 
-def _fold_rows(module: nn.Module, action: Action) -> None:
+def _fold_rows(module: Any, action: Action) -> None:
     weight = module.weight
     rows = weight.detach().to(FOLD_DTYPE)
     if action.amap.matrix is not None:

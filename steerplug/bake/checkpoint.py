@@ -31,7 +31,7 @@ def save_baked(result: BakeResult, out: str | Path, *, tokenizer: Any = None, ba
     if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not overwrite)):
         raise SteerplugError(f"'{folder}' exists and is not an empty folder (pass --overwrite to replace it)")
     folder.mkdir(parents=True, exist_ok=True)
-    model = result.model
+    model: Any = result.model
     family = family_of(model)
     rewrite = family is not None and family.save_as is not None and _gained_projection_bias(model, family.bias_routes)
     if rewrite:
@@ -61,8 +61,9 @@ def _rewrite_config(model: Any, folder: Path) -> str:
         raise SteerplugError(f"cannot save the baked {family.name} model: {exc}") from None
     config = AutoConfig.for_model(data.pop("model_type"), **data)
     config.save_pretrained(folder)
-    return (f"saved as {config.architectures[0]} ({config.model_type}): a {family.name} checkpoint has no config "
-            "flag for the biases baking needed; the computation is the same")
+    architecture = (config.architectures or ["?"])[0]
+    return (f"saved as {architecture} ({config.model_type}): a {family.name} checkpoint has no config flag for the "
+            "biases baking needed; the computation is the same")
 
 
 def _gained_projection_bias(model: Any, routes: dict[str, Any]) -> bool:

@@ -80,7 +80,7 @@ FAMILIES: dict[str, Family] = {
 """Families whose residual stream bake knows. Others still fold weight-only edits at attention/MLP sites."""
 
 
-def family_of(model: nn.Module) -> Family | None:
+def family_of(model: Any) -> Family | None:
     """The :class:`Family` of ``model`` by ``config.model_type``, or None."""
     return FAMILIES.get(str(getattr(getattr(model, "config", None), "model_type", "")))
 
@@ -88,7 +88,7 @@ def family_of(model: nn.Module) -> Family | None:
 class LinearView:
     """A Linear-like module (``nn.Linear``, GPT-2's ``Conv1D``) seen as ``y = W x + b`` with ``W [out, in]``."""
 
-    def __init__(self, name: str, module: nn.Module):
+    def __init__(self, name: str, module: Any):
         dims = linear_dims(module)
         if dims is None:
             raise TypeError(f"{name} is not a linear layer")
@@ -128,20 +128,21 @@ def bias_route(family: Family | None, projection_name: str) -> BiasRoute | None:
     return family.bias_routes.get(projection_name.rsplit(".", 1)[-1])
 
 
-def grant_biases(model: nn.Module, route: BiasRoute) -> list[str]:
+def grant_biases(model: Any, route: BiasRoute) -> list[str]:
     """Give every projection named by ``route`` a zero bias where it has none, and set the config flag;
     return the names of the projections that got one."""
     granted: list[str] = []
     for name, module in model.named_modules():
         if name.rsplit(".", 1)[-1] in route.projections and linear_dims(module) is not None \
                 and getattr(module, "bias", None) is None:
-            LinearView(name, module).set_bias(torch.zeros(linear_dims(module)[1], dtype=FOLD_DTYPE))  # type: ignore[index]
+            view = LinearView(name, module)
+            view.set_bias(torch.zeros(view.out_features, dtype=FOLD_DTYPE))
             granted.append(name)
     setattr(model.config, route.flag, True)
     return granted
 
 
-def untie_output_embeddings(model: nn.Module) -> bool:
+def untie_output_embeddings(model: Any) -> bool:
     """Give the LM head its own copy of the weights it shares with the input embeddings; True if it did."""
     embed, head = model.get_input_embeddings(), model.get_output_embeddings()
     if head is None or head.weight is not embed.weight:

@@ -67,7 +67,7 @@ def plan_bake(model: torch.nn.Module, recipes: Sequence[Recipe], adapter: SiteAd
     for r_index, recipe in enumerate(recipes):
         problems += binding_problems(recipe.spec.model, adapter.info, recipe.source)
         problems += _readers(recipe)
-        for i_index, item in enumerate(recipe.spec.interventions):
+        for i_index, item in enumerate(getattr(recipe.spec, "interventions", [])):
             pointer = json_pointer(["interventions", i_index])
             if not item.enabled:
                 plan.notes.append(f"{recipe.source}: {pointer}: '{item.id}' is disabled and was not baked")

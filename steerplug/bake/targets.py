@@ -14,14 +14,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from steerplug.bake.affine import AffineMap, identity
 from steerplug.bake.families import BiasRoute, Family, LinearView, bias_route, family_of
 from steerplug.errors import SiteError
-from steerplug.sites.base import SiteAdapter
+from steerplug.sites.base import SiteAdapter, SiteBinding
 from steerplug.sites.structure import is_norm, linear_dims, module_names
 
 RESIDUAL_HINT = "ablate at embed, attn_out and mlp_out of every layer instead (abliteration), which folds exactly"
@@ -53,7 +53,7 @@ class Action:
 class TargetFinder:
     """Turns ``(site, layer, map)`` into actions; remembers what every writer applies, for implied projections."""
 
-    model: torch.nn.Module
+    model: Any
     adapter: SiteAdapter
     notes: list[str] = field(default_factory=list)
     _written: dict[str, AffineMap] = field(default_factory=dict)
@@ -168,7 +168,8 @@ class TargetFinder:
         embed, head = self.model.get_input_embeddings(), self.model.get_output_embeddings()
         tied = head is not None and head.weight is embed.weight
         untie = tied and name in (self._name(embed), self._name(head))
-        note = "untied the LM head from the input embeddings (config.tie_word_embeddings=False): the unchanged one keeps the original weights"
+        note = ("untied the LM head from the input embeddings (config.tie_word_embeddings=False): the unchanged "
+                "one keeps the original weights")
         if untie and note not in self.notes:
             self.notes.append(note)
         return untie
@@ -182,7 +183,7 @@ class TargetFinder:
                          f"{what}", "known families: llama, qwen2, gpt2, mistral, qwen3")
         return self.family
 
-    def _resolve(self, site: str, layer: int | None):  # type: ignore[no-untyped-def]
+    def _resolve(self, site: str, layer: int | None) -> SiteBinding:
         try:
             return self.adapter.resolve(site, layer)
         except SiteError as exc:

@@ -39,7 +39,7 @@ def recipe_to_control_vector(recipes: Sequence[Recipe], model_hint: str | None =
         binding = recipe.spec.model
         if binding is not None and binding.model_type:
             hints.append(binding.model_type if isinstance(binding.model_type, str) else binding.model_type[0])
-        for index, item in enumerate(recipe.spec.interventions):
+        for index, item in enumerate(getattr(recipe.spec, "interventions", [])):
             pointer = json_pointer(["interventions", index])
             if not item.enabled:
                 if notes is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ class ControlVectorFile:
         return 0 not in self.directions
 
 
-def _gguf():  # type: ignore[no-untyped-def]
+def _gguf() -> Any:
     try:
         import gguf
     except ImportError:

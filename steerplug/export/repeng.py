@@ -26,8 +26,15 @@ from steerplug.recipe.load import Recipe, load_recipe
 class ControlVectorLike(Protocol):
     """What steerplug reads of a repeng ``ControlVector``."""
 
-    model_type: str
-    directions: Mapping[int, Any]
+    @property
+    def model_type(self) -> str:
+        """The ``config.model_type`` the vector was trained on."""
+        ...
+
+    @property
+    def directions(self) -> Mapping[int, Any]:
+        """Decoder layer index → direction (a 1-D array)."""
+        ...
 
 
 def repeng_recipe(control_vector: ControlVectorLike, *, coeff: float = 1.0, layers: Iterable[int] | None = None,
@@ -62,7 +69,7 @@ def repeng_gguf_recipe(path: str | Path, *, coeff: float = 1.0, name: str | None
 
 
 class _Loaded:
-    def __init__(self, model_type: str, directions: dict[int, Any]):
+    def __init__(self, model_type: str, directions: Mapping[int, Any]):
         self.model_type, self.directions = model_type, directions
 
 
