@@ -180,3 +180,40 @@ def test_cli_bake_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert main(["bake", "--model", "demo", "--recipe", str(bundle), "--out", str(tmp_path / "out2")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].endswith("baked weights apply at every position")
+
+
+def _ops_recipe(width: int, head_dim: int) -> dict:
+    basis = [_vector(width, 11), _vector(width, 12)]
+    return recipe(
+        {"id": "neurons", "op": "neurons", "site": "mlp_act", "layers": [0], "units": [1, 5], "scale": [0.0, 2.0],
+         "shift": [0.5, -1.0]},
+        {"id": "affine", "op": "affine", "site": "attn_out", "layers": [1], "scale": _vector(width, 13, 0.2),
+         "shift": _vector(width, 14)},
+        {"id": "heads", "op": "heads", "site": "attn_heads", "layers": [0], "heads": [1], "mode": "add",
+         "vector": _vector(head_dim, 15)},
+        {"id": "out", "op": "project_out", "site": "mlp_out", "layers": [0], "basis": basis, "orthonormalize": True},
+        {"id": "set", "op": "subspace_set", "site": "mlp_out", "layers": [1], "basis": basis, "values": [1.0, -2.0],
+         "orthonormalize": True, "strength": 0.5},
+        {"id": "norm", "op": "scale", "site": "final_norm", "factor": 1.5},
+        {"id": "emb", "op": "add", "site": "embed", "vector": _vector(width, 16)},
+    )
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_every_affine_operation_folds_exactly(model_type: str) -> None:
+    model = _model(model_type)
+    doc = _ops_recipe(_width(model), _width(model) // model.config.num_attention_heads)
+    hooked = _hooked(model, doc)
+    bake(model, doc)
+    _assert_exact(model_logits(model, IDS), hooked)
+
+
+def test_constant_offsets_without_a_bias_route_are_refused() -> None:
+    model = _model("qwen3")
+    doc = recipe({"id": "a", "op": "add", "site": "resid_post", "layers": [0], "vector": _vector(_width(model), 1)},
+                 {"id": "b", "op": "add", "site": "logits", "vector": _vector(128, 2)},
+                 {"id": "c", "op": "ablate", "site": "attn_out", "layers": [0], "vector": _vector(_width(model), 3)})
+    with pytest.raises(RecipeError) as info:
+        bake(model, doc)
+    assert [p.pointer for p in info.value.problems] == ["/interventions/0", "/interventions/1"]
+    assert "no config flag that adds one" in info.value.problems[0].message
