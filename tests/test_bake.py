@@ -179,7 +179,7 @@ def test_cli_bake_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     bundle.write_text(bundle.read_text().replace("vector:", "positions: prompt, vector:"))
     assert main(["bake", "--model", "demo", "--recipe", str(bundle), "--out", str(tmp_path / "out2")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].endswith("baked weights apply at every position")
+    assert len(err) == 1 and "positions 'prompt'" in err[0] and err[0].endswith("apply at every position, always")
 
 
 def _ops_recipe(width: int, head_dim: int) -> dict:

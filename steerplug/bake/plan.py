@@ -16,6 +16,7 @@ import torch
 from steerplug.bake.affine import FOLD_DTYPE, AffineMap, NotAffine, read_affine
 from steerplug.bake.targets import Action, Cannot, TargetFinder
 from steerplug.errors import Problem, RecipeError, SiteError, json_pointer
+from steerplug.recipe.constancy import why_not_constant
 from steerplug.runtime.binding import binding_problems, resolve_layers
 from steerplug.runtime.compile import make_target
 from steerplug.sites.base import UNLAYERED_SITES, SiteAdapter
@@ -99,13 +100,8 @@ def _readers(recipe: Recipe) -> list[Problem]:
 def _refusal(item: Any) -> str | None:
     if item.op in NONLINEAR_OPS:
         return NONLINEAR_OPS[item.op]
-    if item.when is not None:
-        return "it is gated by probes, decided per row and per step while the model runs"
-    if item.schedule is not None:
-        return "its schedule changes the strength over generated steps"
-    if item.positions != "all":
-        return f"it applies at positions {item.positions!r}; baked weights apply at every position"
-    return None
+    reason = why_not_constant(item)
+    return None if reason is None else f"{reason}; baked weights apply at every position, always"
 
 
 def _steps(model: torch.nn.Module, recipe: Recipe, item: Any, pointer: str, index: tuple[int, int],

@@ -134,14 +134,21 @@ class TargetFinder:
 
     # -- actions -----------------------------------------------------------------------------------------------
 
+    def _view(self, name: str) -> LinearView:
+        module = self.model.get_submodule(name)
+        weight = getattr(module, "weight", None)
+        if weight is None or not weight.is_floating_point():
+            raise Cannot(f"{name} holds quantized or no weights; bake a floating-point model and quantize after")
+        return LinearView(name, module)
+
     def _left(self, name: str, amap: AffineMap) -> Action:
-        view = LinearView(name, self.model.get_submodule(name))
+        view = self._view(name)
         grant = self._grant(view, amap.has_offset)
         self._remember(name, amap)
         return Action("left", name, amap, grant, self._tied(name))
 
     def _right(self, name: str, amap: AffineMap) -> Action:
-        view = LinearView(name, self.model.get_submodule(name))
+        view = self._view(name)
         return Action("right", name, amap, self._grant(view, amap.has_offset), self._tied(name))
 
     def _rows(self, name: str, amap: AffineMap) -> Action:

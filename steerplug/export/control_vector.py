@@ -19,6 +19,7 @@ from steerplug.errors import Problem, RecipeError, json_pointer
 from steerplug.export.gguf import ControlVectorFile
 from steerplug.ops.base import OpTarget
 from steerplug.ops.linear import unit
+from steerplug.recipe.constancy import why_not_constant
 from steerplug.recipe.load import Recipe
 from steerplug.runtime.binding import resolve_layers
 from steerplug.runtime.vectors import artifact_tensor, inline_tensor
@@ -69,8 +70,9 @@ class _Refused(Exception):
 def _additions(recipe: Recipe, item: Any, pointer: str) -> list[tuple[int, torch.Tensor]]:
     if item.op != "add" or item.site != "resid_post":
         raise _Refused(f"'{item.op}' at '{item.site}' is not an add at resid_post; {WHY}")
-    if item.positions != "all" or item.schedule is not None or item.when is not None:
-        raise _Refused(f"it is position-dependent, scheduled or gated; {WHY}")
+    reason = why_not_constant(item)
+    if reason is not None:
+        raise _Refused(f"{reason}; {WHY}")
     if not isinstance(item.vector, (str, list)):
         raise _Refused("its vector comes from a vector source, which needs the model (bake the vector into an "
                        "artifact first)")
