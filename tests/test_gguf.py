@@ -141,3 +141,23 @@ def test_repeng_control_vector_as_recipe_steers_like_repeng(tmp_path: Path) -> N
         assert torch.equal(model_logits(model, IDS), repeng_like)
     with pytest.raises(SteerplugError, match="no direction for layer 0"):
         repeng_recipe(control, layers=[0])
+
+
+def test_import_keeps_a_repeng_direction_0_and_says_llama_cpp_rejects_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import gguf
+
+    writer = gguf.GGUFWriter(str(tmp_path / "repeng.gguf"), "controlvector")  # as repeng's export_gguf writes
+    writer.add_string("controlvector.model_hint", "llama")
+    writer.add_uint32("controlvector.layer_count", 2)
+    for layer in (0, 2):
+        writer.add_tensor(f"direction.{layer}", np.asarray(_vector(layer), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert main(["import", str(tmp_path / "repeng.gguf"), "--model", "demo", "--out", str(tmp_path / "b")]) == 0
+    assert "llama.cpp rejects" in capsys.readouterr().out
+    layers = [item.layers for item in load_recipe(tmp_path / "b").spec.interventions]
+    assert layers == [[0], [2]]
+    assert main(["import", str(tmp_path / "repeng.gguf"), "--model", "demo", "--out", str(tmp_path / "b")]) != 0
