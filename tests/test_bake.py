@@ -217,3 +217,21 @@ def test_constant_offsets_without_a_bias_route_are_refused() -> None:
         bake(model, doc)
     assert [p.pointer for p in info.value.problems] == ["/interventions/0", "/interventions/1"]
     assert "no config flag that adds one" in info.value.problems[0].message
+
+
+@pytest.mark.parametrize("model_type", ["mistral", "qwen3", "phi3", "gemma", "gpt_neox", "falcon", "opt", "gptj"])
+def test_abliteration_folds_on_more_architectures(model_type: str) -> None:
+    model = _model(model_type)
+    doc = _abliteration(_width(model), with_resid=False)
+    hooked = _hooked(model, doc)
+    bake(model, doc)
+    _assert_exact(model_logits(model, IDS), hooked)
+
+
+@pytest.mark.parametrize("model_type", ["gemma2", "olmo2"])
+def test_post_norm_writers_are_refused(model_type: str) -> None:
+    model = _model(model_type)
+    with pytest.raises(RecipeError) as info:
+        bake(model, _abliteration(_width(model), with_resid=False))
+    assert [p.pointer for p in info.value.problems] == ["/interventions/1", "/interventions/2"]
+    assert "is the output of a norm" in info.value.problems[0].message
