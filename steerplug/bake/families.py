@@ -41,8 +41,6 @@ class Family:
     """Folding knowledge of one ``model_type``."""
 
     name: str
-    residual_writers_unnormed: bool = True
-    """A layer's attention and MLP outputs join the residual stream as produced (pre-norm blocks)."""
     position_embedding: str | None = None
     """Module (under the model) whose output is added to the token embeddings before layer 0."""
     bias_routes: dict[str, BiasRoute] = field(default_factory=dict)
@@ -77,7 +75,8 @@ FAMILIES: dict[str, Family] = {
     "mistral": Family("mistral"),
     "qwen3": Family("qwen3"),
 }
-"""Families whose residual stream bake knows. Others still fold weight-only edits at attention/MLP sites."""
+"""Families whose residual stream bake knows: pre-norm blocks whose attention and MLP outputs join the residual
+stream as produced, one after the other. Others still fold edits at attention/MLP/embedding sites."""
 
 
 def family_of(model: Any) -> Family | None:

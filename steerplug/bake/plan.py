@@ -86,7 +86,7 @@ def plan_bake(model: torch.nn.Module, recipes: Sequence[Recipe], adapter: SiteAd
                                     exc.hint))
     if problems:
         raise RecipeError(_ordered(_one_per_intervention(problems), [r.source for r in recipes]))
-    plan.notes += finder.notes
+    plan.notes += finder.summary()
     return plan
 
 

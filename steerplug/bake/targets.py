@@ -62,6 +62,15 @@ class TargetFinder:
         self.family: Family | None = family_of(self.model)
         self.names = module_names(self.model)
         self.granted: set[str] = set()
+        self.implied: list[int] = []
+
+    def summary(self) -> list[str]:
+        """Notes for the model card: biases granted, ties undone, projections found implied."""
+        if not self.implied:
+            return list(self.notes)
+        layers = ", ".join(str(point - 1) for point in sorted(set(self.implied)))
+        return [*self.notes, f"ablations of the residual stream after layer(s) {layers} are implied by the ablated "
+                "writers before them and were dropped (exact no-ops)"]
 
     def actions(self, site: str, layer: int | None, amap: AffineMap) -> list[Action]:
         """Actions for one compiled intervention at one layer; :class:`Cannot` when it does not fold."""
@@ -98,15 +107,11 @@ class TargetFinder:
         """An edit of the residual stream after layer ``point - 1``."""
         if not amap.is_translation:
             if amap.is_projection() and self._stream_satisfies(point, amap):
-                self.notes.append(f"a projection at the stream after layer {point - 1} is implied by the projected "
-                                  "writers and was dropped (exact)")
+                self.implied.append(point)
                 return []
             raise Cannot("a non-constant map of the residual stream at one point cannot fold into weights exactly "
                          "(it would change what earlier layers read too)", RESIDUAL_HINT)
-        family = self._family("fold a constant into its residual stream")
-        if not family.residual_writers_unnormed:
-            raise Cannot(f"{family.name} norms each layer's output before it joins the residual stream, so no bias "
-                         "adds a constant to the stream")
+        self._family("fold a constant into its residual stream")
         if self._missing(point - 1):
             raise Cannot(f"layer {point - 1} has no single MLP down projection to carry the constant")
         writer = self._writer("mlp_out", point - 1)
