@@ -5,7 +5,7 @@ and llama.cpp's logits with the control vector applied are compared with steerpl
 recipe (``add`` at ``resid_post[N]`` for ``direction.N``), and for the two neighbouring numberings.
 
     pip install llama-cpp-python   # compiles llama.cpp (several minutes)
-    python -m pytest tests/test_llama_cpp.py -q -s
+    python -m pytest tests/test_llama_cpp.py -s
 """
 
 from __future__ import annotations
