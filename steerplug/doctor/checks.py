@@ -22,7 +22,7 @@ PROMPTS = ((0, 5, 9, 14, 3, 7), (0, 0, 0, 21, 8, 30), (4, 12, 19, 25, 6, 11))
 """Three left-padded prompts (pad id 0): prompt lengths 5, 3 and 6."""
 NEXT_TURN = ((17, 23, 4), (8, 44, 13), (29, 3, 61))
 LAYER, NEW_TOKENS = 1, 4
-SCHEDULE = {"start": 1, "stop": 4, "decay": "linear"}
+SCHEDULE: dict[str, Any] = {"start": 1, "stop": 4, "decay": "linear"}
 
 KINDS: dict[str, tuple[Any, Where]] = {
     "all": ("all", lambda p, n: torch.ones_like(p, dtype=torch.bool)),
@@ -138,7 +138,7 @@ def _generate(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, opt
 
 def vector_for(model: torch.nn.Module) -> torch.Tensor:
     """A large fixed direction at the checked layer (large, so a misplaced edit changes tokens)."""
-    width = int(model.config.hidden_size)  # type: ignore[union-attr]
+    width = int(getattr(model, "config").hidden_size)  # noqa: B009 (a Transformers model)
     v = torch.randn(width, generator=torch.Generator().manual_seed(7))
     return 6.0 * v / v.norm() * width**0.5
 
@@ -157,7 +157,8 @@ def _steered(model: torch.nn.Module, mode: Mode, kind: str) -> Iterator[None]:
     from steerplug.runtime.steer import steer
 
     document: Any = _document(model, kind)
-    with steer(model, {mode.per_row: document} if mode.per_row is not None else document):
+    recipes: Any = {mode.per_row: document} if mode.per_row is not None else document
+    with steer(model, recipes):
         yield
 
 
@@ -173,6 +174,6 @@ def _hand(model: torch.nn.Module, mode: Mode, kind: str, mask: torch.Tensor, cac
 
 
 def _linear_decay(step: torch.Tensor) -> torch.Tensor:
-    start, stop = SCHEDULE["start"], SCHEDULE["stop"]
+    start, stop = int(SCHEDULE["start"]), int(SCHEDULE["stop"])
     weight: Weight = lambda s: 1.0 - (s - start).clamp_min(0).float() / (stop - start)  # noqa: E731
     return weight(step).where(step >= 0, torch.ones((), dtype=torch.float32))
