@@ -147,10 +147,9 @@ def call_input(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, 
     cached = cache_length(_first_present(kwargs, CACHE_ARGUMENTS), None)
     padded = mask is not None and not bool(mask.bool().all())
     right = None
-    if padded:
+    if padded and not bool(mask[:, -1].bool().all()):  # type: ignore[index]
         assert mask is not None
-        ends = (~mask[:, -1].bool()).nonzero()
-        right = int(ends[0, 0]) if ends.numel() else None
+        right = int((~mask[:, -1].bool()).nonzero()[0, 0])
     return CallInput(batch=batch, length=length, mask=mask if padded else None,
                      cached=int(cached) if cached is not None else 0, padded=padded, right_padded_row=right)
 
