@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -19,6 +19,9 @@ from steerplug.recipe.spec import ID_PATTERN
 from steerplug.runtime.binding import resolve_layers
 from steerplug.sites.adapter import resolve_adapter
 from steerplug.sites.base import UNLAYERED_SITES, ModelInfo, SiteBinding
+
+if TYPE_CHECKING:
+    from steerplug.recipe.load import Recipe
 
 ARTIFACT = "vectors"
 """Name of the artifact (``vectors.safetensors``) holding the tensors ``<name>.<layer>``."""
@@ -117,6 +120,13 @@ class Extraction:
             notes = ", ".join(f"{k} {v:.4g}" for k, v in self.facts.get(layer, {}).items())
             lines.append(f"| {layer if layer is not None else '-'} | {float(vector.norm()):.4g} | {notes} |")
         return "\n".join(lines)
+
+    @property
+    def recipe(self) -> Recipe:
+        """The recipe this extraction writes, in memory: ``steerplug.steer(model, result)`` uses it."""
+        from steerplug.bundle import in_memory_recipe
+
+        return in_memory_recipe(self.document(), self.tensors(), source=f"<extracted {self.name}>")
 
     def write(self, folder: str | Path, overwrite: bool = False) -> Path:
         """Write the bundle (``recipe.yaml``, ``vectors.safetensors``, ``README.md``); return the recipe path."""

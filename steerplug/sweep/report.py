@@ -97,7 +97,7 @@ def record_recommendation(result: SweepResult, apply: bool = True) -> Path:
     """Rewrite the recipe's bundle with ``metadata.annotations.recommended`` (and, with ``apply``, the
     intervention moved to the recommended layer and strength). Tensors are re-saved unchanged, so their
     sha256 stay the same; the model card keeps its sections and gets a sweep table."""
-    from steerplug.bundle import CARD_FILE, write_bundle
+    from steerplug.bundle import CARD_FILE, card_sections, write_bundle
 
     recipe = result.recipe
     rec = recommendation(result)
@@ -111,15 +111,9 @@ def record_recommendation(result: SweepResult, apply: bool = True) -> Path:
         item = next(i for i in document["interventions"] if i["id"] == result.intervention)
         item["layers"], item["strength"] = [rec["layer"]], rec["strength"]
     card = recipe.root / CARD_FILE
-    sections = _card_sections(card.read_text(encoding="utf-8") if card.is_file() else "")
+    sections = card_sections(card.read_text(encoding="utf-8") if card.is_file() else "", drop=SWEEP_SECTION)
     body = "\n\n".join([*sections, sweep_markdown(result)])
     return write_bundle(recipe.root, document, recipe.tensors, card_body=body, overwrite=True)
-
-
-def _card_sections(card: str) -> list[str]:
-    """The ``## ...`` sections of an existing card except a previous sweep section."""
-    chunks = card.split("\n## ")
-    return ["## " + chunk.strip() for chunk in chunks[1:] if not ("## " + chunk).startswith(SWEEP_SECTION)]
 
 
 def sweep_markdown(result: SweepResult) -> str:
