@@ -130,8 +130,8 @@ def _source(model: str, revision: str | None) -> str:
     return model
 
 
-def _from_pretrained(name: str, source: str, revision: str | None, dtype: torch.dtype | str, device: torch.device | None,
-                     device_map: Any, trust_remote_code: bool) -> tuple[Any, Any]:
+def _from_pretrained(name: str, source: str, revision: str | None, dtype: torch.dtype | str,
+                     device: torch.device | None, device_map: Any, trust_remote_code: bool) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 

@@ -69,7 +69,7 @@ def _run_list(args: argparse.Namespace) -> int:
                for d in list_dropins()]
     cached = [{"ref": e.ref, "folder": str(e.folder), **e.origin} for e in list_cache()]
     if args.json or args.quiet:
-        names = [d["name"] for d in dropins] + [c["ref"] for c in cached]
+        names = [str(d["name"]) for d in dropins] + [str(c["ref"]) for c in cached]
         emit(args, {"dropins": dropins, "cache": cached}, "", quiet="\n".join(names) or None)
         return 0
     print("drop-in recipes (searched in order: " + ", ".join(str(f) for f in dropin_folders()) + ")")

@@ -32,6 +32,7 @@ def emit(args: argparse.Namespace, payload: Any, text: str | Sequence[str], quie
 def note(args: argparse.Namespace, text: str) -> None:
     """A remark for people (next steps, notices) on stderr; silent with ``--quiet`` or ``--json``."""
     if not getattr(args, "quiet", False) and not getattr(args, "json", False):
+        sys.stdout.flush()  # keep the order the lines were printed in on a shared terminal
         print(text, file=sys.stderr)
 
 

@@ -18,8 +18,8 @@ from steerplug.recipe.load import Recipe, load_recipe
 from steerplug.runtime.compile import compile_recipes
 from steerplug.runtime.handle import Handle, attached, register_handle
 from steerplug.runtime.host import Host
-from steerplug.runtime.runner import CompiledEntry
 from steerplug.runtime.rows import is_row_map, steer_rows
+from steerplug.runtime.runner import CompiledEntry
 from steerplug.sites.adapter import resolve_adapter
 
 RecipeRef = Union[Recipe, str, Path, Mapping[str, Any]]  # noqa: UP007 (public alias, readable in docs)
