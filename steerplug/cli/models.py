@@ -29,22 +29,24 @@ _POSITIONAL = "model_positional"
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, required: bool = True, model_help: str | None = None,
-                      positional_alias: bool = False) -> None:
+                      positional_alias: bool = False, weights: bool = True) -> None:
     """Add ``--model``, ``--revision``, ``--device``, ``--dtype``, ``--device-map`` and ``--trust-remote-code``.
 
     ``required=False`` lets the command find a default (``sweep`` uses the recipe's base model).
     ``positional_alias`` also accepts the model as a positional argument (deprecated spelling of commands
-    that used to take it that way); :func:`model_options` prints a one-line notice when it is used."""
+    that used to take it that way); :func:`model_options` prints a one-line notice when it is used.
+    ``weights=False`` leaves out the placement options for commands that read only a model's structure."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", "-m", required=required and not positional_alias, metavar="MODEL",
                        help=model_help or "'demo', a local checkpoint folder or a hub id (org/name)")
     group.add_argument("--revision", help="hub branch, tag or commit to load (pin a commit for reproducibility)")
-    device = group.add_mutually_exclusive_group()
-    device.add_argument("--device", help="cpu, cuda, cuda:1, mps... (default: cuda when available, else cpu)")
-    device.add_argument("--device-map", metavar="MAP", help="let accelerate place the layers (e.g. auto); needs "
-                        "'pip install accelerate'")
-    group.add_argument("--dtype", choices=list(DTYPES), default="auto",
-                       help="weights dtype (default: auto, the checkpoint's own)")
+    if weights:
+        device = group.add_mutually_exclusive_group()
+        device.add_argument("--device", help="cpu, cuda, cuda:1, mps... (default: cuda when available, else cpu)")
+        device.add_argument("--device-map", metavar="MAP", help="let accelerate place the layers (e.g. auto); needs "
+                            "'pip install accelerate'")
+        group.add_argument("--dtype", choices=list(DTYPES), default="auto",
+                           help="weights dtype (default: auto, the checkpoint's own)")
     group.add_argument("--trust-remote-code", action="store_true",
                        help="run Python code shipped with the checkpoint (only for repos you trust)")
     if positional_alias:
@@ -58,14 +60,15 @@ def model_options(args: argparse.Namespace, default: str | None = None) -> Model
         if args.model is not None and args.model != positional:
             raise SteerplugError(f"two models given: --model {args.model} and {positional}")
         if not getattr(args, "quiet", False):
-            print(f"note: 'steerplug {args.command} MODEL' is deprecated; write --model {positional}",
+            print(f"note: 'steerplug {getattr(args, 'command', '...')} MODEL' is deprecated; write --model {positional}",
                   file=sys.stderr)
         args.model = positional
     name = args.model or default
     if name is None:
         raise SteerplugError("no model given: pass --model (demo, a checkpoint folder or a hub id)")
-    return ModelOptions(model=name, revision=args.revision, device=args.device, dtype=args.dtype,
-                        device_map=args.device_map, trust_remote_code=args.trust_remote_code)
+    return ModelOptions(model=name, revision=args.revision, device=getattr(args, "device", None),
+                        dtype=getattr(args, "dtype", "auto"), device_map=getattr(args, "device_map", None),
+                        trust_remote_code=args.trust_remote_code)
 
 
 def load_from_args(args: argparse.Namespace, default: str | None = None) -> tuple[Any, Any]:

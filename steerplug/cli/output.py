@@ -15,7 +15,8 @@ from steerplug.errors import SteerplugError
 
 def show_progress(args: argparse.Namespace) -> bool:
     """Progress bars only on a terminal, and never with ``--quiet`` or ``--json``."""
-    return not getattr(args, "quiet", False) and not getattr(args, "json", False) and sys.stderr.isatty()
+    hidden = getattr(args, "quiet", False) or getattr(args, "json", False) or getattr(args, "no_progress", False)
+    return not hidden and sys.stderr.isatty()
 
 
 def emit(args: argparse.Namespace, payload: Any, text: str | Sequence[str], quiet: str | None = None) -> None:

@@ -23,7 +23,8 @@ def summary(result: SweepResult) -> dict[str, Any]:
             "concept": result.concept_label,
             "probe": {"site": evidence.site, "layer": evidence.layer, "pooling": evidence.pooling,
                       "accuracy": evidence.accuracy} if evidence else None,
-            "guards": result.guards, "notes": result.notes, "settings": asdict(result.settings), "criteria": asdict(result.criteria),
+            "guards": result.guards, "notes": result.notes, "settings": asdict(result.settings),
+            "criteria": asdict(result.criteria),
             "rows": result.rows(), "recommended": recommendation(result),
             "no_qualifying_cell": None if result.recommended else {
                 "message": diagnosis.message(len(result.cells)), "failed": diagnosis.counts,
