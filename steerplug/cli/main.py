@@ -67,7 +67,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse ``argv``; options may follow or precede optional positionals (``pull SOURCE --locked DIR``)."""
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
-    args, extras = parser.parse_known_args(words)
+    try:
+        args, extras = parser.parse_known_args(words)
+    except UsageError as error:
+        raise _unknown_option(parser, words) or error from None
     if not extras:
         return args
     child = _subcommands(parser)[args.command]
@@ -77,6 +80,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         reparsed.command = args.command
         return reparsed
     raise UsageError(child, "unrecognized arguments: " + " ".join(extras))
+
+
+def _unknown_option(parser: argparse.ArgumentParser, words: list[str]) -> UsageError | None:
+    """The first option the addressed (sub-)command does not know: reported before anything else it misses."""
+    for index, word in enumerate(words):
+        nested = _subcommands(parser)
+        if word in nested:
+            return _unknown_option(nested[word], words[index + 1:])
+        if word.startswith("--") and word.split("=", 1)[0] not in parser._option_string_actions and not nested:
+            return UsageError(parser, f"unrecognized arguments: {word}")
+    return None
 
 
 def usage_line(error: UsageError) -> str:
@@ -92,9 +106,9 @@ def usage_line(error: UsageError) -> str:
     match = _CHOICE.search(message)
     if match:
         choices = re.findall(r"'([^']*)'", match["choices"]) or [c.strip() for c in match["choices"].split(",")]
-        what = "command" if match["arg"] in ("COMMAND", "ACTION") else match["arg"]
         hint = did_you_mean(match["value"], choices)
-        return f"{prog}: unknown {what} '{match['value']}'" + (f" ({hint})" if hint else "")
+        what = "unknown command" if match["arg"] in ("COMMAND", "ACTION") else f"{match['arg']}: unknown value"
+        return f"{prog}: {what} '{match['value']}'" + (f" ({hint})" if hint else "")
     return f"{prog}: {message} (see {prog} --help)"
 
 

@@ -131,7 +131,7 @@ def describe_hub_error(exc: BaseException, hub: HubRef | None) -> tuple[str | No
             return (f"'{repo}' at '{revision}' is not in the local cache and HF_HUB_OFFLINE is set",
                     "unset HF_HUB_OFFLINE once to download it; it is then cached for offline use")
         return (f"cannot reach the Hugging Face Hub for '{repo}' and it is not in the local cache",
-                "check your connection (or HF_ENDPOINT)")
+                "check your connection or HF_ENDPOINT")
     if isinstance(exc, errors.EntryNotFoundError):
         what = f"'{hub.recipe_path}'" if hub else "a file"
         return (f"{what} not found in '{repo}' at '{revision}'",
@@ -144,7 +144,7 @@ def describe_hub_error(exc: BaseException, hub: HubRef | None) -> tuple[str | No
         return f"invalid hub reference: {exc}", None
     if isinstance(exc, OSError) or is_network_error(exc):
         return (f"cannot reach the Hugging Face Hub for '{repo}': {_first_line(exc)}",
-                "check your connection (or HF_ENDPOINT)")
+                "check your connection or HF_ENDPOINT")
     return None, None
 
 

@@ -93,8 +93,10 @@ def refuse_restacking(model: torch.nn.Module, recipes: Sequence[Recipe]) -> None
 
 
 def fingerprint(recipe: Recipe) -> str:
-    """A digest of what a recipe does: its document, artifact sha256s included."""
-    canonical = json.dumps(recipe.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+    """A digest of what a recipe does: its document without ``metadata`` (names and notes change nothing),
+    artifact sha256s included."""
+    document = {k: v for k, v in recipe.to_dict().items() if k != "metadata"}
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
