@@ -104,10 +104,11 @@ def test_sweep_without_a_cell_refuses_before_generating() -> None:
     from steerplug.errors import SteerplugError
 
     model, tok = load_demo_model()
-    with pytest.raises(SteerplugError, match="no layer x strength cell to measure"):
-        steerplug.sweep(model, tok, str(Path(__file__).parents[1] / "recipes" / "spanish"), strengths=[0.0])
+    with pytest.raises(SteerplugError, match="no cell to measure"):
+        steerplug.sweep(model, tok, str(Path(__file__).parents[1] / "recipes" / "spanish"), strengths=[0.0],
+                        scorer="spanish")
 
 
 def test_sites_accepts_the_demo_model(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["sites", "demo"]) == 0
+    assert main(["sites", "--model", "demo"]) == 0
     assert capsys.readouterr().out.splitlines()[0] == "llama (LlamaForCausalLM): hidden 64, 4 layers"
