@@ -60,8 +60,8 @@ def model_options(args: argparse.Namespace, default: str | None = None) -> Model
         if args.model is not None and args.model != positional:
             raise SteerplugError(f"two models given: --model {args.model} and {positional}")
         if not getattr(args, "quiet", False):
-            print(f"note: 'steerplug {getattr(args, 'command', '...')} MODEL' is deprecated; write --model {positional}",
-                  file=sys.stderr)
+            command = getattr(args, "command", "...")
+            print(f"note: 'steerplug {command} MODEL' is deprecated; write --model {positional}", file=sys.stderr)
         args.model = positional
     name = args.model or default
     if name is None:
