@@ -93,9 +93,10 @@ def refuse_restacking(model: torch.nn.Module, recipes: Sequence[Recipe]) -> None
 
 
 def fingerprint(recipe: Recipe) -> str:
-    """A digest of what a recipe does: its document without ``metadata`` (names and notes change nothing),
-    artifact sha256s included."""
+    """A digest of a recipe: its name and what it does (its document, artifact sha256s included), without the
+    rest of ``metadata`` (descriptions, annotations and versions stamped on writing change nothing)."""
     document = {k: v for k, v in recipe.to_dict().items() if k != "metadata"}
+    document["name"] = recipe.name
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
