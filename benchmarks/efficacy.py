@@ -18,6 +18,7 @@ Writes ``benchmarks/results/efficacy.md`` and ``.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import tempfile
@@ -66,15 +67,17 @@ WALK_STRENGTHS = (1.0, 2.0, 4.0)
 DATA = Path(__file__).resolve().parents[1] / "recipes" / "data"
 
 
-def walkthrough(model: torch.nn.Module, tok: object, settings: GenerationSettings) -> dict:
-    """extract -> sweep (no scorer) -> the recommended cell measured by the grammar's exact parser."""
+def walkthrough(model: torch.nn.Module, tok: object, settings: GenerationSettings, sweep_n: int) -> dict:
+    """extract -> sweep (no scorer, ``sweep_n`` generations per cell, as the README runs it) -> the recommended
+    cell measured by the grammar's exact parser over ``settings.n`` generations."""
     positive = (DATA / "spanish.positive.txt").read_text(encoding="utf-8").splitlines()
     negative = (DATA / "spanish.negative.txt").read_text(encoding="utf-8").splitlines()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         extracted = steerplug.extract(model, tok, positive, negative, name="spanish", pooling="mean",
                                       out=Path(tmp) / "spanish")
-        swept = sweep(model, tok, Path(tmp) / "spanish", strengths=WALK_STRENGTHS, settings=settings)
+        swept = sweep(model, tok, Path(tmp) / "spanish", strengths=WALK_STRENGTHS,
+                      settings=dataclasses.replace(settings, n=sweep_n))
         chosen = swept.recommended
         checked = None
         if chosen is not None:
@@ -84,7 +87,7 @@ def walkthrough(model: torch.nn.Module, tok: object, settings: GenerationSetting
     seconds = time.perf_counter() - start
     result = {"probe_accuracy": {str(k): v for k, v in extracted.probe_accuracy().items()},
               "probe": swept.concept_label, "table": markdown_table(swept), "recommended": recommendation(swept),
-              "notes": swept.notes, "seconds": round(seconds, 1)}
+              "notes": swept.notes, "seconds": round(seconds, 1), "sweep_n": sweep_n}
     if checked is not None:
         cell, base = checked.cells[0], checked.baseline
         result["grammar"] = {"spanish": [base.concept, cell.concept],
@@ -99,8 +102,9 @@ def walkthrough_report(walk: dict, settings: GenerationSettings) -> list[str]:
     """The walkthrough's markdown section."""
     lines = ["## Walkthrough: extract -> sweep (no scorer) -> recommended cell", "",
              f"`steerplug.extract` on `recipes/data/spanish.*.txt` (mean pooling), then `steerplug.sweep` with no "
-             f"scorer over positions x layers x strengths {', '.join(f'{s:g}' for s in WALK_STRENGTHS)} ({settings.n} "
-             f"generations per cell), scored by the {walk['probe']}; held-out probe accuracy per layer: "
+             f"scorer over positions x layers x strengths {', '.join(f'{s:g}' for s in WALK_STRENGTHS)} "
+             f"({walk['sweep_n']} generations per cell), scored by the {walk['probe']}; held-out probe accuracy "
+             "per layer: "
              + ", ".join(f"{k}: {v:.2f}" for k, v in walk["probe_accuracy"].items()) + ".", "",
              *walk["notes"], "", *walk["table"], ""]
     grammar = walk.get("grammar")
@@ -110,7 +114,8 @@ def walkthrough_report(walk: dict, settings: GenerationSettings) -> list[str]:
     return [*lines,
             f"Recommended: positions {rec['positions']}, layer {rec['layer']}, strength {rec['strength']:g} "
             f"(concept probe {rec['baseline_concept']:.3f} -> {rec['concept']:.3f}).", "",
-            f"Measured at that cell by the demo grammar's exact parser, which the sweep never used: Spanish "
+            f"Measured at that cell over {settings.n} generations by the demo grammar's exact parser, which the "
+            f"sweep never used: Spanish "
             f"{grammar['spanish'][0]:.1%} -> {grammar['spanish'][1]:.1%}, grammatical {grammar['grammatical'][0]:.1%} "
             f"-> {grammar['grammatical'][1]:.1%}, perplexity {grammar['perplexity'][0]:.2f} -> "
             f"{grammar['perplexity'][1]:.2f}, KL {grammar['kl']:.3f} nats/token ({walk['seconds']:.0f} s).", ""]
@@ -147,12 +152,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--walk-n", type=int, default=32, help="generations per sweep cell in the walkthrough")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, tok = load_demo_model()
     settings = GenerationSettings(n=args.n, seed=args.seed, max_new_tokens=args.max_new_tokens, batch_size=64)
     results = [measure(bundle, model, tok, settings) for bundle in shipped_recipes()]
-    walk = walkthrough(model, tok, settings)
+    walk = walkthrough(model, tok, settings, args.walk_n)
     RESULTS.mkdir(exist_ok=True)
     text = report(results, settings) + "\n" + "\n".join(walkthrough_report(walk, settings))
     (RESULTS / "efficacy.md").write_text(text + "\n", encoding="utf-8")

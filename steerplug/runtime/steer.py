@@ -45,6 +45,9 @@ def steer(model: torch.nn.Module, recipes: RecipeRef | Sequence[RecipeRef], *,
     recipe (other rows unsteered) and returns a :class:`steerplug.runtime.rows.RowsHandle`.
     """
     if is_row_map(recipes):
+        if strength is not None:
+            raise SteerplugError("strength= does not apply to per-row steering: set each row's recipe strengths "
+                                 "(Recipe.with_intervention) instead")
         return steer_rows(model, recipes, plugins=plugins, locked=locked)  # type: ignore[arg-type]
     plugins = plugins or get_plugins()
     refs = [_as_ref(r) for r in (recipes if isinstance(recipes, (list, tuple)) else [recipes])]
