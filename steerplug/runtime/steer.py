@@ -107,8 +107,11 @@ def fingerprint(recipe: Recipe) -> str:
 def scale_strengths(entries: Sequence[CompiledEntry], recipes: Sequence[Recipe],
                     strength: float | Mapping[str, float]) -> None:
     """Set each entry's strength to its declared strength times the factor ``strength`` gives it."""
-    declared = {(r.name, item.id): float(item.strength) for r in recipes
-                for item in getattr(r.spec, "interventions", [])}
+    values: dict[tuple[str, str], set[float]] = {}
+    for r in recipes:
+        for item in getattr(r.spec, "interventions", []):
+            values.setdefault((r.name, item.id), set()).add(float(item.strength))
+    declared = {key: next(iter(v)) for key, v in values.items() if len(v) == 1}  # else: same name, other strengths
     if isinstance(strength, Mapping):
         known = {e.intervention for e in entries} | {f"{e.recipe}/{e.intervention}" for e in entries}
         unknown = [key for key in strength if key not in known]
@@ -117,8 +120,11 @@ def scale_strengths(entries: Sequence[CompiledEntry], recipes: Sequence[Recipe],
             raise SteerplugError(f"strength: no intervention '{unknown[0]}'" + (f" ({hint})" if hint else ""))
     for entry in entries:
         factor = _factor(strength, entry)
-        if factor is not None:
-            entry.strength.fill_(declared[(entry.recipe, entry.intervention)] * factor)
+        key = (entry.recipe, entry.intervention)
+        if factor is not None and key in declared:
+            entry.strength.fill_(declared[key] * factor)  # from the declared value: no double rounding
+        elif factor is not None:
+            entry.strength.mul_(factor)
 
 
 def _factor(strength: float | Mapping[str, float], entry: CompiledEntry) -> float | None:
