@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -13,9 +12,9 @@ from steerplug.engines.transformers import execution_device
 from steerplug.errors import Problem, RecipeError, SiteError, SteerplugError, json_pointer
 from steerplug.moe import output_finisher
 from steerplug.ops.base import OpTarget
-from steerplug.recipe.numeric import EditTerms, dtype_name, edit_budget, reach, unrepresentable
+from steerplug.recipe.numeric import unrepresentable
 from steerplug.runtime.binding import binding_problems, resolve_layers
-from steerplug.runtime.host import Host
+from steerplug.runtime.budget import composition_problem, record_terms
 from steerplug.runtime.masks import Activation
 from steerplug.runtime.runner import CompiledEntry
 from steerplug.runtime.sequence import SequenceTracker
@@ -27,9 +26,6 @@ if TYPE_CHECKING:
     from steerplug.recipe.load import Recipe
 
 Placed = list[tuple[SiteBinding, CompiledEntry]]
-EDIT_TERMS: weakref.WeakKeyDictionary[CompiledEntry, EditTerms] = weakref.WeakKeyDictionary()
-"""Per compiled entry, the terms its strength multiplies (from :meth:`OpTarget.check_scaled`), so that the
-composition of every intervention on a model, and later strength changes, stay within the edit budget."""
 
 
 def placement(module: torch.nn.Module, model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -71,59 +67,10 @@ def compile_recipes(model: torch.nn.Module, recipes: Sequence[Recipe], adapter: 
                 problems.extend(exc.problems)
     if problems:
         raise RecipeError(problems)
-    too_far = composition_problem(model, placed)
+    too_far = composition_problem(model, [entry for _, entry in placed])
     if too_far is not None:
         raise RecipeError([too_far])
     return placed
-
-
-def composition_problem(model: torch.nn.Module, placed: Placed) -> Problem | None:
-    """A problem when the new entries, after every entry already on the model, can take a unit activation
-    beyond the edit budget of its dtype (see :func:`steerplug.recipe.numeric.reach`), else None."""
-    host = Host.existing(model)
-    before = [e for runner in (host.runners.values() if host else ()) for e in runner.entries]
-    return budget_problem([*before, *(entry for _, entry in placed)], {id(e): e for _, e in placed})
-
-
-def budget_problem(entries: Sequence[CompiledEntry], new: dict[int, CompiledEntry],
-                   strengths: dict[int, float] | None = None) -> Problem | None:
-    """A problem when the :func:`reach` of ``entries`` (in order, per dtype; ``strengths`` overriding current
-    strengths by entry id) passes the edit budget, located at the first of ``new`` where it does (or the last
-    of ``new`` when later entries tip it over); else None. Linear in the number of entries."""
-    running: dict[torch.dtype, list[tuple[float, EditTerms]]] = {}
-    first_over: dict[torch.dtype, CompiledEntry] = {}
-    last_new: dict[torch.dtype, CompiledEntry] = {}
-    for entry in entries:
-        terms = EDIT_TERMS.get(entry)
-        if terms is None:
-            continue
-        dtype = entry.strength.dtype
-        chain = running.setdefault(dtype, [(1.0, EditTerms())])
-        chain[0] = (1.0, _fold(chain[0][1], (strengths or {}).get(id(entry), float(entry.strength)), terms))
-        if id(entry) in new:
-            last_new[dtype] = entry
-            if dtype not in first_over and reach(chain) > edit_budget(dtype):
-                first_over[dtype] = entry
-    for dtype, chain in running.items():
-        total, budget = reach(chain), edit_budget(dtype)
-        entry_or_none = first_over.get(dtype) or last_new.get(dtype)
-        if total > budget and entry_or_none is not None:
-            entry = entry_or_none
-            return Problem(_ENTRY_SOURCES.get(entry, entry.recipe), _ENTRY_POINTERS.get(entry, ""),
-                           f"with the other interventions on this model, '{entry.intervention}' lets edits take an "
-                           f"activation of size 1 to {total:.4g}, more than this model's {dtype_name(dtype)} "
-                           f"leaves for edits ({budget:.4g})", "lower the strengths, or edit fewer layers")
-    return None
-
-
-def _fold(so_far: EditTerms, strength: float, terms: EditTerms) -> EditTerms:
-    """One :class:`EditTerms` (at strength 1) whose :func:`reach` bounds ``so_far`` followed by ``terms``."""
-    growth = (1.0 + so_far.gain) * (1.0 + abs(strength) * terms.gain)
-    return EditTerms(added=so_far.added + abs(strength) * terms.added, gain=growth - 1.0)
-
-
-_ENTRY_SOURCES: weakref.WeakKeyDictionary[CompiledEntry, str] = weakref.WeakKeyDictionary()
-_ENTRY_POINTERS: weakref.WeakKeyDictionary[CompiledEntry, str] = weakref.WeakKeyDictionary()
 
 
 def _compile_item(model: torch.nn.Module, recipe: Recipe, index: int, item: Any, adapter: SiteAdapter,
@@ -150,8 +97,7 @@ def _compile_item(model: torch.nn.Module, recipe: Recipe, index: int, item: Any,
             enabled=torch.tensor(item.enabled, device=device),
             finish_output=output_finisher(binding, adapter.info, recipe.source, pointer),
         )
-        EDIT_TERMS[entry] = target.terms
-        _ENTRY_SOURCES[entry], _ENTRY_POINTERS[entry] = recipe.source, pointer
+        record_terms(entry, target.terms, recipe.source, pointer)
         placed.append((binding, entry))
     return placed
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -13,9 +14,22 @@ from steerplug.errors import SteerplugError, did_you_mean, shown
 from steerplug.runtime.runner import CompiledEntry
 
 if TYPE_CHECKING:
-    from steerplug.probes.attach import Readings
-    from steerplug.recipe.load import Recipe
+    from steerplug.probes.readings import Readings
+    from steerplug.recipe.data import RecipeData
     from steerplug.runtime.host import Host
+
+
+_ATTACHED: weakref.WeakKeyDictionary[torch.nn.Module, list[Handle]] = weakref.WeakKeyDictionary()
+
+
+def register_handle(model: torch.nn.Module, handle: Handle) -> None:
+    """Record an attached handle (``steer()`` calls it; :meth:`Handle.detach` forgets it)."""
+    _ATTACHED.setdefault(model, []).append(handle)
+
+
+def attached(model: torch.nn.Module) -> list[Handle]:
+    """The handles attached to ``model`` now, oldest first (detach them to restore the model)."""
+    return [h for h in _ATTACHED.get(model, []) if h.attached]
 
 
 def check_strength(entry: CompiledEntry, value: float, intervention: str) -> None:
@@ -32,11 +46,9 @@ def check_strength(entry: CompiledEntry, value: float, intervention: str) -> Non
 
 
 def _check_budget(model: torch.nn.Module, chosen: list[CompiledEntry], value: float, intervention: str) -> None:
-    from steerplug.runtime.compile import budget_problem
-    from steerplug.runtime.host import Host
+    from steerplug.runtime.budget import attached_entries, budget_problem
 
-    host = Host.existing(model)
-    entries = [e for runner in (host.runners.values() if host else ()) for e in runner.entries]
+    entries = attached_entries(model)
     hooked = {id(e) for e in entries}
     entries += [e for e in chosen if id(e) not in hooked]  # per-row slots run inside a fused entry
     problem = budget_problem(entries, {id(e): e for e in chosen}, {id(e): value for e in chosen})
@@ -47,9 +59,11 @@ def _check_budget(model: torch.nn.Module, chosen: list[CompiledEntry], value: fl
 class Handle:
     """Recipes attached to a model. Use as a context manager, or call :meth:`detach`."""
 
-    def __init__(self, model: torch.nn.Module, recipes: Sequence[Recipe], host: Host):
+    def __init__(self, model: torch.nn.Module, recipes: Sequence[RecipeData], host: Host,
+                 before_detach: Callable[[Handle], None] | None = None):
         self.model = model
-        self.recipes: tuple[Recipe, ...] = tuple(recipes)
+        self.recipes: tuple[RecipeData, ...] = tuple(recipes)
+        self._before_detach = before_detach
         self.entries: list[CompiledEntry] = []
         self._host: Host | None = host
         self.readings: Readings | None = None
@@ -70,13 +84,15 @@ class Handle:
         before (bitwise). Calling it twice is harmless."""
         if self._host is None:
             return
-        from steerplug.plugins import get_plugins
-
         try:
-            get_plugins().hook.steerplug_before_detach(handle=self)
+            if self._before_detach is not None:
+                self._before_detach(self)
         finally:
             self._host.remove(self)
             self._host = None
+            handles = _ATTACHED.get(self.model, [])
+            if self in handles:
+                handles.remove(self)
 
     def set_strength(self, intervention: str, value: float) -> None:
         """Set an intervention's strength in place (no re-attach; compiled graphs stay valid). A strength
@@ -118,6 +134,9 @@ class Handle:
         return self.readings
 
     def _select(self, intervention: str) -> list[CompiledEntry]:
+        if self._host is None:
+            raise SteerplugError(f"this handle is detached: changing '{intervention}' would have no effect "
+                                 "(attach the recipe again with steerplug.steer)")
         recipe, _, name = intervention.rpartition("/")
         chosen = [e for e in self.entries if e.intervention == name and (not recipe or e.recipe == recipe)]
         if not chosen:
