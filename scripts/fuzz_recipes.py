@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import json
 import os
 import sys
 import time
@@ -29,8 +30,9 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from tests.helpers.fuzz_recipes import CASE_SECONDS, Case, cases, run_case
 
 
-def campaign(count: int, chosen_seed: int) -> tuple[Counter[str], list[str]]:
-    """Run ``count`` cases from ``chosen_seed``; return the outcome counts and the failures."""
+def campaign(count: int, chosen_seed: int, save: Path | None = None) -> tuple[Counter[str], list[str]]:
+    """Run ``count`` cases from ``chosen_seed``; return the outcome counts and the failures (each failing case
+    is also written to ``save``, when given, to be replayed with ``--replay``)."""
     outcomes: Counter[str] = Counter()
     failures: list[str] = []
 
@@ -45,7 +47,13 @@ def campaign(count: int, chosen_seed: int) -> tuple[Counter[str], list[str]]:
         outcomes[outcome] += 1
         outcomes["total"] += 1
         if failure:
-            failures.append(f"{outcome}: {failure} (attack {case.attack}, {case.suffix}: {case.text[:300]!r})")
+            failures.append(f"{outcome}: {failure} (model {case.model}, attack {case.attack}, {case.suffix}: "
+                            f"{case.text[:300]!r})")
+            if save is not None:
+                save.mkdir(parents=True, exist_ok=True)
+                record = {"model": case.model, "attack": case.attack, "suffix": case.suffix, "failure": failure,
+                          "text": case.text.decode("utf-8", "surrogateescape")}
+                (save / f"case-{outcomes['total']}.json").write_text(json.dumps(record), encoding="utf-8")
         if outcomes["total"] % 500 == 0:
             print(f"  {outcomes['total']} cases, {len(failures)} failures", flush=True)
 
@@ -53,14 +61,31 @@ def campaign(count: int, chosen_seed: int) -> tuple[Counter[str], list[str]]:
     return outcomes, failures
 
 
+def replay(paths: list[Path]) -> int:
+    """Run saved failing cases again and print what happens now."""
+    failed = 0
+    for path in paths:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        case = Case(text=record["text"].encode("utf-8", "surrogateescape"), suffix=record["suffix"],
+                    attack=record["attack"], model=record["model"])
+        outcome, failure = run_case(case)
+        failed += failure is not None
+        print(f"{path.name}: {outcome}: {failure or 'clean'}")
+    return 1 if failed else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument("--save", type=Path, help="write each failing case into this folder")
+    parser.add_argument("--replay", type=Path, nargs="+", help="run saved cases again (no campaign)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.replay:
+        return replay(args.replay)
     start = time.perf_counter()
-    outcomes, failures = campaign(args.cases, args.seed)
+    outcomes, failures = campaign(args.cases, args.seed, args.save)
     seconds = time.perf_counter() - start
     total = outcomes.pop("total", 0)
     print(f"{total} cases in {seconds:.0f} s (seed {args.seed}): "

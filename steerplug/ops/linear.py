@@ -8,12 +8,14 @@ from steerplug.errors import RecipeError
 
 
 def unit(vector: torch.Tensor, source: str, pointer: str) -> torch.Tensor:
-    """``vector / ||vector||`` computed in float32; a zero vector is a located error."""
-    v = vector.reshape(-1).to(torch.float32)
+    """``vector / ||vector||`` as float32, computed in float64 (the norm of a float32 vector with entries near
+    its largest value overflows float32, which would turn the direction into zeros); a zero vector is a
+    located error."""
+    v = vector.reshape(-1).to(torch.float64)
     norm = torch.linalg.vector_norm(v)
     if float(norm) == 0.0:
         raise RecipeError.single(source, pointer, "direction is the zero vector", "a direction needs a norm > 0")
-    return v / norm
+    return (v / norm).to(torch.float32)
 
 
 def orthonormal_basis(directions: torch.Tensor, source: str, pointer: str) -> torch.Tensor:

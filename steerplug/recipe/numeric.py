@@ -10,8 +10,9 @@ float16) model it is infinity, and the forward would produce inf/NaN. At attach 
   the same vector added at every layer, or a factor applied at several, compound.
 
 That is what can be decided before a forward runs: edits of a zero or unit activation stay finite with room
-to spare. Activations that are themselves beyond ``largest ** 0.25`` can still overflow; that depends on the
-model and its input, not on the recipe.
+to spare, in the module's dtype and in the float32 sums of squares of the normalisation layers after it.
+Activations that are themselves huge can still overflow; that depends on the model and its input, not on the
+recipe.
 """
 
 from __future__ import annotations
@@ -66,14 +67,19 @@ def _largest_float(value: Any) -> float | None:
 
 
 EDIT_SHARE = 0.75
-"""Edits may use this share of a dtype's exponent range (``largest ** 0.75``: about 7.9e28 in float32 and
-bfloat16, 4,094 in float16), leaving the rest (a factor ``largest ** 0.25``: about 4.3e9 and 16) for the
-activations they are applied to."""
+"""Edits may use at most this share of a dtype's exponent range (``largest ** 0.75``: 4,094 in float16),
+leaving a factor ``largest ** 0.25`` (16 in float16) for the activations they are applied to."""
+NORM_SAFE_EDIT = 2.0**39
+"""And at most 2^39 (about 5.5e11) in any dtype: normalisation layers compute in float32, and with
+activations up to 2^16 (real models' massive activations reach about 1e4) the sum of squares over up to 2^16
+channels then stays below float32's largest value (2^55 squared, times 2^16, is 2^126). A norm whose variance
+overflows returns NaN (LayerNorm) or zeros (RMSNorm)."""
 
 
 def edit_budget(dtype: torch.dtype) -> float:
-    """The largest magnitude the edits at a site of ``dtype`` may reach for a unit activation."""
-    return largest(dtype) ** EDIT_SHARE
+    """The largest magnitude the edits at a site of ``dtype`` may give a unit activation:
+    ``min(largest ** 0.75, 2 ** 39)`` (5.5e11 in float32, bfloat16 and float64; 4,094 in float16)."""
+    return min(largest(dtype) ** EDIT_SHARE, NORM_SAFE_EDIT)
 
 
 @dataclass

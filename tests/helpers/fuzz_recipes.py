@@ -81,7 +81,8 @@ def _nest(depth: int) -> Any:
 def numbers() -> st.SearchStrategy[Any]:
     """Mostly ordinary numbers, sometimes edge ones."""
     return _often(st.one_of(st.floats(-4, 4, allow_nan=False), st.integers(-3, 3)),
-                  st.one_of(st.sampled_from(EDGE_FLOATS), st.sampled_from([1e9, 1e14, 1e20, 1e28, 1e30, 5e37])))
+                  st.one_of(st.sampled_from(EDGE_FLOATS), st.sampled_from([1e9, 1e11, 2e11, 6e11, 1e14, 1e20, 1e28,
+                                                                            5e37])))
 
 
 def vector() -> st.SearchStrategy[Any]:
