@@ -8,7 +8,9 @@ iterative pass over it (JSON, dicts passed from Python), so no input can recurse
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from steerplug.errors import MAX_PROBLEMS as MAX_PROBLEMS  # stated with the other limits
@@ -140,6 +142,21 @@ class Budget:
             what = "entries" if nested else "items"
             raise self.fatal(path, f"more than {limit} {what}", "recipes hold settings; put tensors in "
                              "safetensors artifacts" if not nested else None, mark)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a document is built and validated: the data are
+    acyclic (dicts, lists, scalars, frozen models), and the up to :data:`MAX_NODES` containers they allocate
+    would otherwise trigger full collections whose cost grows with the whole process's heap (a loaded model),
+    not with the document. Collection resumes afterwards as usual."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def number_literal(text: str, convert: Callable[[str], Any]) -> Any:

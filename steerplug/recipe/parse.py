@@ -15,7 +15,14 @@ from typing import Any
 import yaml
 
 from steerplug.errors import Problem, RecipeError, shown
-from steerplug.recipe.limits import MAX_DEPTH, MAX_RECIPE_BYTES, BoundsExceeded, bounded_copy, number_literal
+from steerplug.recipe.limits import (
+    MAX_DEPTH,
+    MAX_RECIPE_BYTES,
+    BoundsExceeded,
+    bounded_copy,
+    gc_paused,
+    number_literal,
+)
 from steerplug.recipe.yamlsafe import YamlRefusal, compose
 
 __all__ = ["MAX_RECIPE_BYTES", "check_size", "open_regular", "parse_document", "parse_document_checked",
@@ -132,10 +139,11 @@ def parse_document_checked(data: bytes, name: str, suffix: str = ".yaml") -> tup
         raise RecipeError.single(name, "", f"not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line} column "
                                  f"{column}", "save the file as UTF-8") from None
     try:
-        if suffix.lower() == ".json":
-            doc, problems = bounded_copy(_parse_json(text, name), name)
-        else:
-            doc, problems = _parse_yaml(text, name)
+        with gc_paused():
+            if suffix.lower() == ".json":
+                doc, problems = bounded_copy(_parse_json(text, name), name)
+            else:
+                doc, problems = _parse_yaml(text, name)
     except BoundsExceeded as exc:
         raise RecipeError(exc.problems) from None
     if problems and not isinstance(doc, dict):

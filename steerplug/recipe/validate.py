@@ -28,7 +28,7 @@ from steerplug.probes.validate import probe_name_problems
 from steerplug.recipe.declared import declared_model_problems
 from steerplug.recipe.document import ModelBinding, RecipeBase, build_recipe_model
 from steerplug.recipe.errors_jsonschema import problems_from_schema_error
-from steerplug.recipe.limits import MAX_PROBLEMS
+from steerplug.recipe.limits import MAX_PROBLEMS, gc_paused
 from steerplug.recipe.migrate import migrate
 from steerplug.recipe.schema import recipe_json_schema_text
 from steerplug.recipe.schema_check import Unit, unit_errors, unit_of
@@ -43,6 +43,11 @@ def validate_document(doc: dict[str, Any], source: str, plugins: Plugins,
                       early: Sequence[Problem] = ()) -> RecipeBase:
     """Validate a parsed recipe document and return the typed, frozen recipe specification. ``early`` are
     problems found while parsing that left the rest checkable; they are reported with the others."""
+    with gc_paused():
+        return _validate(doc, source, plugins, early)
+
+
+def _validate(doc: dict[str, Any], source: str, plugins: Plugins, early: Sequence[Problem]) -> RecipeBase:
     doc = migrate(doc, source, plugins.migrations)
     names, unchecked = _name_problems(doc, source, plugins)
     model = build_recipe_model(plugins.operations, plugins.probe_kinds)
