@@ -8,23 +8,14 @@ from typing import Any
 from steerplug.demo import DEMO_MODEL_NAMES  # re-exported: commands import it from here
 from steerplug.errors import SteerplugError
 
-DTYPES = ("float32", "bfloat16", "float16")
-"""Names ``--dtype`` accepts."""
 
-
-def load_causal_lm(name: str, device: str = "cpu", dtype: str | None = None) -> tuple[Any, Any]:
+def load_causal_lm(name: str, device: str = "cpu") -> tuple[Any, Any]:
     """``(model, tokenizer)`` for ``name``: ``demo``, a local model folder, or a Hugging Face hub id
-    (from the local cache when offline), on ``device`` and (when given) in ``dtype`` (one of
-    :data:`DTYPES`). Failures become a one-line :class:`SteerplugError`."""
-    if dtype is not None and dtype not in DTYPES:
-        raise SteerplugError(f"unknown dtype '{dtype}' (choose from {', '.join(DTYPES)})")
-    import torch
-
+    (from the local cache when offline). Failures become a one-line :class:`SteerplugError`."""
     if name in DEMO_MODEL_NAMES:
         from steerplug.demo import load_demo_model
 
-        model, tokenizer = load_demo_model(device=device)
-        return (model if dtype is None else model.to(getattr(torch, dtype))), tokenizer
+        return load_demo_model(device=device)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -35,7 +26,7 @@ def load_causal_lm(name: str, device: str = "cpu", dtype: str | None = None) -> 
     try:
         source = str(local) if local.exists() else name
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, **({"dtype": getattr(torch, dtype)} if dtype else {}))
+        model = AutoModelForCausalLM.from_pretrained(source)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SteerplugError(f"cannot load model '{name}': {first}") from None
