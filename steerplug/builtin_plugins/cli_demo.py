@@ -52,6 +52,12 @@ def _run(args: argparse.Namespace) -> int:
                            "examples": {"baseline": r.baseline.texts[:args.examples],
                                         "steered": r.steered.texts[:args.examples]}} for r in rows], indent=2))
         return 0
+    if args.quiet:  # one line per recipe: what it measured
+        for row in rows:
+            print(f"{row.recipe.name}: " + ", ".join(
+                f"{label} {_number(b, label.endswith('sentences'))} -> {_number(s, label.endswith('sentences'))}"
+                for label, (b, s) in row.rates.items()))
+        return 0
     width = args.width or min(120, shutil.get_terminal_size((100, 20)).columns)
     print(_render(rows, model, settings, args.examples, width, seconds))
     return 0
