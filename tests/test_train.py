@@ -166,7 +166,7 @@ def test_cli_trains_a_bundle_with_its_report_beside(tmp_path: Path, capsys: pyte
     assert record["data"]["budget"]["positive"] == 12 and record["hyperparameters"]["holdout"] == 0.25
     assert (tmp_path / "negative.train" / "loss.csv").is_file() and not (out / "loss.csv").exists()
     assert main(argv) == 2  # the bundle exists: refused before training
-    assert "is not empty (pass --overwrite" in capsys.readouterr().err
+    assert "is not empty (pass overwrite=True / --overwrite" in capsys.readouterr().err
 
 
 def test_pairs_file_with_prompts(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +10,8 @@ from typing import TYPE_CHECKING
 from steerplug.builtin_plugins.cli_extract import base_model_name, layer_list
 from steerplug.cli.args import positive_int
 from steerplug.cli.command import Command
+from steerplug.cli.models import add_model_options, load_from_args
+from steerplug.cli.output import emit, note, show_progress
 from steerplug.errors import SteerplugError
 from steerplug.hookspecs import hookimpl
 
@@ -19,13 +20,10 @@ if TYPE_CHECKING:
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
-    from steerplug.cli.models import DTYPES
     from steerplug.train import METHODS, OBJECTIVES
     from steerplug.train.encode import POSITIONS
 
-    parser.add_argument("--model", required=True, help="'demo', a local model folder or a hub id")
-    parser.add_argument("--device", default="cpu", help="torch device to train on (default: cpu)")
-    parser.add_argument("--dtype", choices=DTYPES, help="load the model in this dtype (default: as saved)")
+    add_model_options(parser)  # --model --revision --device --dtype --device-map --trust-remote-code
     data = parser.add_argument_group("examples (two files, or one pairs file)")
     data.add_argument("--positive", type=Path, help="completions showing the concept (.txt: one per line; .jsonl)")
     data.add_argument("--negative", type=Path, help="completions not showing it")
@@ -60,7 +58,6 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--max-length", type=positive_int, help="truncate rows to this many tokens")
     parser.add_argument("--base-model", help="hub id recorded as base_model (default: --model unless a folder)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle in --out")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar, print the recipe path only")
 
 
 def training_data(args: argparse.Namespace) -> TrainingData:
@@ -78,43 +75,36 @@ def training_data(args: argparse.Namespace) -> TrainingData:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from steerplug.cli.models import load_causal_lm
+    from steerplug.bundle import check_bundle_target
     from steerplug.train import train
     from steerplug.train.writer import report_folder
 
     data = training_data(args)
-    _check_out(args.out, args.overwrite)
-    model, tokenizer = load_causal_lm(args.model, device=args.device, dtype=args.dtype)
+    check_bundle_target(args.out, args.overwrite)  # before loading anything
+    model, tokenizer = load_from_args(args)
     trained = train(model, tokenizer, data, name=args.name, method=args.method, objective=args.objective,
                     site=args.site, layers=args.layers, positions=args.positions, rank=args.rank,
                     sparsity=args.sparsity, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
                     beta=args.beta, kl_weight=args.kl_weight, holdout=args.holdout, patience=args.patience,
                     seed=args.seed, max_length=args.max_length,
-                    base_model=base_model_name(args.model, args.base_model),
-                    progress=not args.quiet and sys.stderr.isatty())
+                    base_model=base_model_name(args.model, args.base_model), progress=show_progress(args))
     path = trained.write(args.out, overwrite=args.overwrite)
-    if args.quiet:
-        print(path)
-        return 0
-    final = trained.history.final()
-    losses = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in final.items())
-    budget = trained.data.budget
-    print(f"{path}: {args.method} ({trained.weights.objective}) for '{args.name}' at {args.site} layers "
-          f"{[x for x in trained.method.layers if x is not None] or '-'}, positions {args.positions}; "
-          f"{budget['positive']} positive / {budget['negative']} negative / {budget['neutral']} neutral examples; "
-          f"{trained.history.steps} steps, kept epoch {trained.history.best_epoch}"
-          f"{' (stopped early)' if trained.history.stopped_early else ''}")
-    print(f"final losses: {losses}")
-    print(f"loss curve: {report_folder(args.out)}")
+    history, budget = trained.history, trained.data.budget
+    layers = [layer for layer in trained.method.layers if layer is not None]
+    payload = {"recipe": str(path), "report": str(report_folder(args.out)), "method": args.method,
+               "objective": trained.weights.objective, "site": args.site, "layers": layers,
+               "positions": args.positions, "examples": budget, "steps": history.steps,
+               "best_epoch": history.best_epoch, "stopped_early": history.stopped_early,
+               "final_losses": history.final()}
+    losses = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in history.final().items())
+    lines = [f"{path}: {args.method} ({trained.weights.objective}) for '{args.name}' at {args.site} layers "
+             f"{layers or '-'}, positions {args.positions}; {budget['positive']} positive / {budget['negative']} "
+             f"negative / {budget['neutral']} neutral examples; {history.steps} steps, kept epoch "
+             f"{history.best_epoch}{' (stopped early)' if history.stopped_early else ''}",
+             f"final losses: {losses}", f"loss curve: {report_folder(args.out) / 'loss.png'}"]
+    emit(args, payload, lines, quiet=str(path))
+    note(args, f"next: steerplug sweep {args.out} --model {args.model}   (check the effect and the fluency cost)")
     return 0
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    """Refuse a non-empty --out before spending time on training."""
-    if out.exists() and not out.is_dir():
-        raise SteerplugError(f"'{out}' exists and is not a folder")
-    if out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()) and not overwrite:
-        raise SteerplugError(f"'{out}' is not empty (pass --overwrite to replace the bundle)")
 
 
 @hookimpl(trylast=True)

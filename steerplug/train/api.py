@@ -72,9 +72,9 @@ def train(model: torch.nn.Module, tokenizer: Any, positive: Sequence[str] | Trai
           objective: str | None = None, site: str = "resid_post", layers: int | Sequence[int] | str | None = None,
           positions: str = "all", neutral: Sequence[str] = (), rank: int = 1, sparsity: float = 0.0,
           lr: float | None = None, epochs: int = 20, batch_size: int = 16, beta: float = 1.0,
-          kl_weight: float = 0.0, holdout: float = 0.2, patience: int = 3, seed: int = 0,
-          max_length: int | None = None, base_model: str | None = None, out: str | Path | None = None,
-          overwrite: bool = False, progress: bool = False) -> Trained:
+          kl_weight: float = 0.0, anchor: float = 0.0, pooling: str = "mean", holdout: float = 0.2,
+          patience: int = 3, seed: int = 0, max_length: int | None = None, base_model: str | None = None,
+          out: str | Path | None = None, overwrite: bool = False, progress: bool = False) -> Trained:
     """Fit a ``method`` (``vector``, ``affine`` or ``low-rank``) for a concept on the frozen ``model``.
 
     ``positive``/``negative`` are completions with and without the concept (or pass a :class:`TrainingData`
@@ -96,7 +96,8 @@ def train(model: torch.nn.Module, tokenizer: Any, positive: Sequence[str] | Trai
     generator = torch.Generator().manual_seed(seed)
     trainable = make_method(method, name, site, chosen, positions, widths, device, generator, rank=rank,
                             sparsity=sparsity)
-    weights = Weights(objective, beta=beta, kl_weight=kl_weight, max_length=max_length)
+    weights = Weights(objective, beta=beta, kl_weight=kl_weight, anchor=anchor, pooling=pooling,
+                      max_length=max_length)
     settings = Settings(lr=lr if lr is not None else DEFAULT_LR[method], epochs=epochs, batch_size=batch_size,
                         patience=patience, seed=seed)
     train_set, held_out = data.split(holdout, seed)

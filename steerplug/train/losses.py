@@ -40,7 +40,24 @@ class Weights:
     """Preference temperature (log-probabilities are per-token means)."""
     kl_weight: float = 0.0
     """Weight of the mean next-token KL to the unsteered model on neutral text."""
+    anchor: float = 0.0
+    """Preference only: weight of the positive completions' negative log-likelihood added to the loss (keeps
+    the steered model a fluent model of the positive completions while it pulls them above the negative)."""
+    pooling: str = "mean"
+    """Distribution only: match the distribution of each example's mean activation over the steered positions
+    (``mean``, one sample per example, as AcT/LinEAS pool) or of every token's activation (``token``)."""
     max_length: int | None = None
+
+
+def samples(x: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """The distribution objective's samples: per-example means (``mean``; rows without a steered position
+    are skipped) or every token (``token``) at the ``[B, T]`` mask's positions, ``[N, W]``."""
+    if pooling == "token":
+        return gather(x, mask)
+    tokens = x.reshape(mask.shape[0], mask.shape[1], -1)
+    weights = mask.to(tokens.dtype).unsqueeze(-1)
+    counts = weights.sum(1)
+    return ((tokens * weights).sum(1) / counts.clamp_min(1.0))[counts[:, 0] > 0]
 
 
 def gather(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -55,6 +72,8 @@ class LossModel:
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, adapter: SiteAdapter, method: Method,
                  weights: Weights):
+        if weights.pooling not in ("mean", "token"):
+            raise SteerplugError(f"unknown pooling '{weights.pooling}' (choose mean or token)")
         if weights.objective not in OBJECTIVES:
             raise SteerplugError(f"unknown objective '{weights.objective}' (choose from {', '.join(OBJECTIVES)})")
         self.model, self.tokenizer, self.adapter, self.method, self.weights = model, tokenizer, adapter, method, weights
@@ -124,10 +143,11 @@ class LossModel:
             self.forward(batch, False, capture=self.loss_sites)
             mask = batch.positions(self.method.positions)
             for slot, binding in enumerate(self.loss_sites):
-                parts[slot].append(gather(self.steering.captured[binding.label], mask).float())
+                captured = self.steering.captured[binding.label]
+                parts[slot].append(samples(captured, mask, self.weights.pooling).float())
         self._targets = [torch.cat(p) for p in parts]
         if any(t.shape[0] < 2 for t in self._targets):
-            raise SteerplugError("the distribution objective needs at least 2 positive tokens at the steered "
+            raise SteerplugError("the distribution objective needs at least 2 positive samples at the steered "
                                  "positions")
 
     # ---------------------------------------------------------------- losses
@@ -139,7 +159,7 @@ class LossModel:
             batch = self.encode(prompts, negative)
             self.forward(batch, True, capture=self.loss_sites)
             mask = batch.positions(self.method.positions)
-            source = [gather(self.steering.captured[b.label], mask) for b in self.loss_sites]
+            source = [samples(self.steering.captured[b.label], mask, self.weights.pooling) for b in self.loss_sites]
             return distribution_loss(source, self._targets)
         if kind == "likelihood":
             batch = self.encode(prompts, positive)
@@ -149,7 +169,8 @@ class LossModel:
         rows = len(positive)
         batch = self.encode([*prompts, *prompts], [*positive, *negative])
         logprobs = completion_logprob(self.forward(batch, True), batch.input_ids, batch.completion_targets())
-        return preference_loss(logprobs[:rows], logprobs[rows:], reference[0], reference[1], self.weights.beta)
+        loss = preference_loss(logprobs[:rows], logprobs[rows:], reference[0], reference[1], self.weights.beta)
+        return loss + self.weights.anchor * likelihood_loss(logprobs[:rows]) if self.weights.anchor else loss
 
     def fluency(self, prompts: Sequence[str], texts: Sequence[str]) -> torch.Tensor:
         """Mean next-token KL(steered || unsteered) over ``prompt + text`` rows."""
