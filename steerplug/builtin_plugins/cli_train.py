@@ -51,6 +51,10 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--epochs", type=positive_int, default=20)
     opt.add_argument("--batch-size", type=positive_int, default=16)
     opt.add_argument("--beta", type=float, default=1.0, help="preference temperature")
+    opt.add_argument("--anchor", type=float, default=0.0, help="preference: weight of the positive completions' "
+                     "negative log-likelihood added to the loss")
+    opt.add_argument("--pooling", choices=["mean", "token"], default="mean", help="distribution: match per-example "
+                     "mean activations (default) or every token's")
     opt.add_argument("--kl-weight", type=float, default=0.0, help="weight of the KL to the unsteered model")
     opt.add_argument("--holdout", type=float, default=0.2, help="held-out fraction for early stopping (0: none)")
     opt.add_argument("--patience", type=positive_int, default=3, help="epochs without held-out improvement")
@@ -85,7 +89,8 @@ def _run(args: argparse.Namespace) -> int:
     trained = train(model, tokenizer, data, name=args.name, method=args.method, objective=args.objective,
                     site=args.site, layers=args.layers, positions=args.positions, rank=args.rank,
                     sparsity=args.sparsity, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
-                    beta=args.beta, kl_weight=args.kl_weight, holdout=args.holdout, patience=args.patience,
+                    beta=args.beta, anchor=args.anchor, pooling=args.pooling, kl_weight=args.kl_weight,
+                    holdout=args.holdout, patience=args.patience,
                     seed=args.seed, max_length=args.max_length,
                     base_model=base_model_name(args.model, args.base_model), progress=show_progress(args))
     path = trained.write(args.out, overwrite=args.overwrite)
