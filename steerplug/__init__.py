@@ -18,6 +18,7 @@ from steerplug.runtime.steer import steer
 from steerplug.sites.adapter import resolve_adapter as site_adapter
 from steerplug.sweep import sweep
 from steerplug.tokenizers import use_tokenizer
+from steerplug.train import Trained, TrainingData, train
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,8 @@ __all__ = [
     "RowsHandle",
     "SiteError",
     "SteerplugError",
+    "Trained",
+    "TrainingData",
     "__version__",
     "attached",
     "extract",
@@ -43,5 +46,6 @@ __all__ = [
     "steer",
     "steer_rows",
     "sweep",
+    "train",
     "use_tokenizer",
 ]

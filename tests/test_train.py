@@ -3,6 +3,7 @@ are bitwise equal; data and mistakes are handled like the rest of the CLI."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,21 @@ def test_exact_on_other_architectures(model_type: str, tmp_path: Path) -> None:
     with torch.no_grad(), steerplug.steer(model, tmp_path / "b"):
         expected = model(**batch.inputs).logits
     assert torch.equal(trained.loss.forward(batch, steered=True).detach(), expected)
+
+
+@pytest.mark.parametrize("method", ["vector", "low-rank"])
+def test_bfloat16_model_steers_exactly_as_trained(method: str, tmp_path: Path) -> None:
+    model = copy.deepcopy(tiny_llama(3)).to(torch.bfloat16)
+    trained = _train(method, model=model, kl_weight=0.3, epochs=2)
+    assert all(p.dtype == torch.float32 for p in trained.method.parameters())  # float32 master copies
+    trained.write(tmp_path / "b")
+    batch = encode(word_tokenizer(), ["the cat", "a"], ["sat on a mat", "good dog ran"], torch.device("cpu"))
+    with torch.no_grad(), steerplug.steer(model, tmp_path / "b"):
+        expected = model(**batch.inputs).logits
+    with torch.no_grad():
+        steered, unsteered = trained.loss.forward(batch, steered=True), trained.loss.forward(batch, False)
+    assert steered.dtype == torch.bfloat16 and torch.equal(steered, expected)
+    assert (steered - unsteered).abs().max() > 1e-2
 
 
 @pytest.mark.parametrize("method", ["vector", "affine", "low-rank"])

@@ -47,9 +47,10 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sparsity", type=float, default=0.0, help="affine: in [0, 1), proximal L1 shrinkage of "
                         "the maps' deviations from the identity, as a fraction of each Adam step (exact zeros)")
     opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--lr", type=float, help="Adam learning rate (default: 0.05 vector, 0.01 others)")
-    opt.add_argument("--epochs", type=positive_int, default=20)
-    opt.add_argument("--batch-size", type=positive_int, default=16)
+    opt.add_argument("--lr", type=float, help="Adam learning rate, in units of the site's activation spread "
+                     "(default: 0.02 vector and low-rank, 0.01 affine)")
+    opt.add_argument("--epochs", type=positive_int, default=30, help="at most this many epochs (default 30)")
+    opt.add_argument("--batch-size", type=positive_int, default=32)
     opt.add_argument("--beta", type=float, default=1.0, help="preference temperature")
     opt.add_argument("--anchor", type=float, default=0.0, help="preference: weight of the positive completions' "
                      "negative log-likelihood added to the loss")

@@ -218,9 +218,14 @@ def concept_level(positive: torch.Tensor, vector: torch.Tensor) -> float:
     return float((positive.to(torch.float64) @ unit).mean())
 
 
-def _check_options(name: str, method: str, pooling: str, data: ContrastSet, batch_size: int) -> None:
+def check_concept_name(name: str) -> None:
+    """Refuse a concept name that cannot name a recipe, intervention and tensors."""
     if not re.fullmatch(ID_PATTERN, name):
         raise SteerplugError(f"invalid name '{name}': use letters, digits, '_', '-' or '.' (at most 64)")
+
+
+def _check_options(name: str, method: str, pooling: str, data: ContrastSet, batch_size: int) -> None:
+    check_concept_name(name)
     if method not in METHODS:
         raise SteerplugError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
     if pooling not in POOLINGS:

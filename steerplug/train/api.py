@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +11,7 @@ from typing import Any
 import torch
 
 from steerplug.errors import SteerplugError
-from steerplug.extract.api import base_model_reference
-from steerplug.recipe.spec import ID_PATTERN
+from steerplug.extract.api import base_model_reference, check_concept_name
 from steerplug.sites.adapter import resolve_adapter
 from steerplug.sites.base import UNLAYERED_SITES, ModelInfo
 from steerplug.train.data import TrainingData
@@ -24,8 +22,8 @@ from steerplug.train.methods import METHODS, Method, make_method
 from steerplug.train.steering import bind, site_layers
 from steerplug.train.writer import card_body, document, report_folder, tensors, write_report
 
-DEFAULT_LR = {"vector": 0.05, "affine": 0.01, "low-rank": 0.01}
-"""Adam learning rates that train the demo model in a few epochs (vectors move in activation units)."""
+DEFAULT_LR = {"vector": 0.02, "affine": 0.01, "low-rank": 0.02}
+"""Adam learning rates (parameters are in units of each site's activation spread, so they carry over)."""
 
 
 @dataclass
@@ -71,7 +69,7 @@ def train(model: torch.nn.Module, tokenizer: Any, positive: Sequence[str] | Trai
           negative: Sequence[str] | None = None, *, name: str = "concept", method: str = "vector",
           objective: str | None = None, site: str = "resid_post", layers: int | Sequence[int] | str | None = None,
           positions: str = "all", neutral: Sequence[str] = (), rank: int = 1, sparsity: float = 0.0,
-          lr: float | None = None, epochs: int = 20, batch_size: int = 16, beta: float = 1.0,
+          lr: float | None = None, epochs: int = 30, batch_size: int = 32, beta: float = 1.0,
           kl_weight: float = 0.0, anchor: float = 0.0, pooling: str = "mean", holdout: float = 0.2,
           patience: int = 3, seed: int = 0, max_length: int | None = None, base_model: str | None = None,
           out: str | Path | None = None, overwrite: bool = False, progress: bool = False) -> Trained:
@@ -135,8 +133,7 @@ def _default_objective(method: str) -> str:
 
 
 def _check(name: str, method: str, positions: str) -> None:
-    if not re.fullmatch(ID_PATTERN, name):
-        raise SteerplugError(f"invalid name '{name}': use letters, digits, '_', '-' or '.' (at most 64)")
+    check_concept_name(name)
     if method not in METHODS:
         raise SteerplugError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
     if positions not in POSITIONS:

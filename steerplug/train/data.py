@@ -19,7 +19,7 @@ from typing import Any
 
 from steerplug.datafiles import jsonl_records, read_bytes
 from steerplug.errors import SteerplugError
-from steerplug.extract.data import ExampleSource, read_examples
+from steerplug.extract.data import ExampleSource, check_sets, read_examples
 from steerplug.recipe.artifacts import sha256_bytes
 
 SIDES = ("positive", "negative", "neutral")
@@ -51,12 +51,7 @@ class TrainingData:
     sources: dict[str, ExampleSource] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for side in ("positive", "negative"):
-            if not getattr(self, side):
-                raise SteerplugError(f"the {side} example set is empty")
-        if self.paired and len(self.positive) != len(self.negative):
-            raise SteerplugError(f"paired examples need equal counts, got {len(self.positive)} positive and "
-                                 f"{len(self.negative)} negative")
+        check_sets(self.positive, self.negative, self.paired)
         expected = len(self.positive) if self.paired else 1
         if len(self.prompts) != expected:
             raise SteerplugError(f"expected {expected} prompt(s), got {len(self.prompts)}")

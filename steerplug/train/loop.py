@@ -26,8 +26,8 @@ class Settings:
     """Optimisation settings."""
 
     lr: float
-    epochs: int = 20
-    batch_size: int = 16
+    epochs: int = 30
+    batch_size: int = 32
     patience: int = 3
     """Held-out evaluations without improvement before stopping (ignored without a held-out split)."""
     seed: int = 0

@@ -54,6 +54,7 @@ def samples(x: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
     are skipped) or every token (``token``) at the ``[B, T]`` mask's positions, ``[N, W]``."""
     if pooling == "token":
         return gather(x, mask)
+    mask = mask.to(x.device)
     tokens = x.reshape(mask.shape[0], mask.shape[1], -1)
     weights = mask.to(tokens.dtype).unsqueeze(-1)
     counts = weights.sum(1)
@@ -62,6 +63,7 @@ def samples(x: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
 
 def gather(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The activations ``[N, W]`` at the ``[B, T]`` mask's positions (``x``: ``[B, T, ...]`` or ``[B*T, W]``)."""
+    mask = mask.to(x.device)
     if x.dim() >= 3:
         return x.reshape(x.shape[0], x.shape[1], -1)[mask]
     return x[mask.reshape(-1)]
@@ -122,7 +124,7 @@ class LossModel:
             mask = batch.positions(self.method.positions)
             self.forward(batch, False, capture=list(bindings.values()))
             for layer, binding in bindings.items():
-                x = gather(self.steering.captured[binding.label], mask).double()
+                x = gather(self.steering.captured[binding.label], mask).to(self.device, torch.float64)
                 sums[layer] += torch.stack([x.sum(0), (x * x).sum(0)])
             count += int(mask.sum())
         if count == 0:

@@ -285,7 +285,7 @@ def _with_values_gradient(compiled: CompiledEdit, delta: torch.Tensor, basis: to
     inner = compiled.edit
 
     def edit(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        zero = (delta.to(x.dtype) @ basis.to(x.dtype))  # exactly 0 in value, carries the gradient of values
+        zero = delta.to(x.device, x.dtype) @ basis.to(x.device, x.dtype)  # exactly 0, carries the gradient
         return inner(x, alpha) + alpha * zero
 
     return edit

@@ -23,8 +23,8 @@ def completion_logprob(logits: torch.Tensor, input_ids: torch.Tensor, targets: t
     """``[B]``: mean log-probability of the tokens scored at ``targets`` (``[B, T]`` positions whose next
     token is a completion token)."""
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    picked = logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    weights = targets[:, :-1].to(picked.dtype)
+    picked = logp.gather(-1, input_ids[:, 1:].to(logp.device).unsqueeze(-1)).squeeze(-1)
+    weights = targets[:, :-1].to(device=picked.device, dtype=picked.dtype)
     return (picked * weights).sum(-1) / weights.sum(-1).clamp_min(1.0)
 
 
@@ -62,5 +62,5 @@ def fluency_kl(steered_logits: torch.Tensor, reference_logits: torch.Tensor, tar
     log_s = torch.log_softmax(steered_logits.float(), dim=-1)
     log_0 = torch.log_softmax(reference_logits.float(), dim=-1)
     kl = (log_s.exp() * (log_s - log_0)).sum(-1)
-    weights = targets.to(kl.dtype)
+    weights = targets.to(device=kl.device, dtype=kl.dtype)
     return (kl * weights).sum() / weights.sum().clamp_min(1.0)

@@ -170,7 +170,8 @@ class Steering:
 
     def _apply(self, site: _SiteHook, x: torch.Tensor) -> torch.Tensor:
         for edit in site.edits:
-            x = torch.where(fit_mask(self._masks[edit.positions], x), edit.edit(x, edit.strength), x)
+            mask = self._masks[edit.positions].to(x.device)  # no copy unless the model spans devices
+            x = torch.where(fit_mask(mask, x), edit.edit(x, edit.strength), x)
         if site.capture is not None:
             self.captured[site.capture] = x
         return x

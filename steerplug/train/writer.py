@@ -118,8 +118,11 @@ def _plot(trained: Trained, path: Path) -> Path | None:
         return None
     rows = trained.history.rows
     figure, axis = plt.subplots(figsize=(6, 3.5))
-    for key, style in (("train_objective", "-"), ("held_out_objective", "--"), ("held_out_total", ":"),
-                       ("train_eval_objective", "--")):
+    split = "held_out" if any("held_out_objective" in r for r in rows) else "train_eval"
+    curves = [("train_objective", "-"), (f"{split}_objective", "--")]
+    if trained.weights.kl_weight > 0:
+        curves.append((f"{split}_total", ":"))  # objective + kl_weight * KL: what early stopping compares
+    for key, style in curves:
         points = [(r["epoch"], r[key]) for r in rows if key in r]
         if points:
             axis.plot(*zip(*points, strict=True), style, marker="o", markersize=3, label=key.replace("_", " "))
