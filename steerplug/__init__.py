@@ -5,6 +5,7 @@ One line steers ``model.generate()``::
     handle = steerplug.steer(model, "recipes/spanish/recipe.yaml")
 """
 
+from steerplug.bake import bake
 from steerplug.errors import Problem, RecipeError, SiteError, SteerplugError
 from steerplug.extract import extract
 from steerplug.hookspecs import hookimpl
@@ -36,6 +37,7 @@ __all__ = [
     "TrainingData",
     "__version__",
     "attached",
+    "bake",
     "extract",
     "generate_with_probes",
     "hookimpl",

@@ -92,7 +92,7 @@ def logits_without_steering(model: torch.nn.Module) -> torch.Tensor:
     hooks = [r for r in host.runners.values()]
     for runner in hooks:
         runner.uninstall()
-    host._uninstall_top()
+    host.engine.uninstall()
     try:
         return logits(model)
     finally:
