@@ -157,3 +157,24 @@ def test_positional_model_is_a_deprecated_alias(capsys: pytest.CaptureFixture[st
     assert "deprecated; write --model llama" in capsys.readouterr().err
     assert main(["sites", "llama", "--model", "gpt2"]) == 2
     assert "two models given" in capsys.readouterr().err
+
+
+def test_sweep_defaults_to_the_recipes_base_model_at_its_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import steerplug
+    from steerplug.errors import SteerplugError
+    from tests.helpers.hub import make_bundle
+
+    commit = "a" * 40
+    recipe = steerplug.load_recipe(make_bundle(tmp_path / "b")).replace(model={"base": {"repo": "org/tiny",
+                                                                                         "revision": commit}})
+    recipe.save(tmp_path / "pinned")
+    asked: list[tuple] = []
+
+    def capture(name: str, **options: object) -> None:
+        asked.append((name, options["revision"]))
+        raise SteerplugError("stop here")
+
+    monkeypatch.setattr(steerplug.models, "load_model", capture)
+    assert main(["sweep", str(tmp_path / "pinned"), "--scorer", "spanish"]) == 2
+    assert asked == [("org/tiny", commit)] and "stop here" in capsys.readouterr().err

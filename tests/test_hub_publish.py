@@ -193,7 +193,8 @@ def test_push_with_the_network_down_is_one_line(tmp_path, monkeypatch, capsys) -
 def test_offline_hints_never_contradict_each_other(env, capsys) -> None:
     assert main(["pull", "hf://alice/missing"]) == 1
     err = capsys.readouterr().err
-    assert "HF_HUB_OFFLINE is set (unset HF_HUB_OFFLINE once to download it" in err and "set HF_HUB_OFFLINE=1" not in err
+    assert "HF_HUB_OFFLINE is set (unset HF_HUB_OFFLINE once to download it" in err
+    assert "set HF_HUB_OFFLINE=1" not in err
 
 
 def test_pull_without_scheme_suggests_hf(env, capsys) -> None:
@@ -210,6 +211,7 @@ def test_pushed_card_has_license_base_model_and_the_real_address(env, tmp_path) 
     card = env.api.uploaded[0]["README.md"].decode()
     front = yaml.safe_load(card.split("---")[1])
     assert {k: front[k] for k in ("library_name", "license", "base_model", "base_model_relation")} == {
-        "library_name": "steerplug", "license": "apache-2.0", "base_model": "org/tiny", "base_model_relation": "adapter"}
+        "library_name": "steerplug", "license": "apache-2.0", "base_model": "org/tiny",
+        "base_model_relation": "adapter"}
     assert 'steerplug.steer(model, "hf://alice/happy")' in card and "path/to/this/bundle" not in card
     assert "## Extraction" in card and extracted.license == "apache-2.0"

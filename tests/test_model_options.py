@@ -93,7 +93,7 @@ def test_a_device_map_places_the_model_and_steering_works(checkpoint: Path, monk
         return real(cls, *args, **kwargs)
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(spy))
-    model, tok = load_model(str(checkpoint), device_map="auto")
+    model, _ = load_model(str(checkpoint), device_map="auto")
     assert seen[-1]["device_map"] == "auto" and next(model.parameters()).device.type == "cpu"
     reference, _ = load_model(str(checkpoint), device="cpu")
     ids = torch.tensor([[1, 5, 6, 7]])

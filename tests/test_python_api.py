@@ -101,9 +101,11 @@ def test_calls_on_a_detached_handle_raise(extraction) -> None:
             call()
 
 
-def test_steer_refuses_objects_it_cannot_read() -> None:
+def test_steer_refuses_objects_it_cannot_read_and_silent_no_ops() -> None:
     with pytest.raises(SteerplugError, match="cannot steer with a int"):
         steerplug.steer(tiny_llama(3), 42)  # type: ignore[arg-type]
+    with pytest.raises(SteerplugError, match="strength= does not apply to per-row steering"):
+        steerplug.steer(tiny_llama(3), {0: "recipes/spanish"}, strength=2.0)
 
 
 def test_recipe_edits_are_validated_copies(extraction) -> None:

@@ -117,7 +117,7 @@ def test_prompt_and_last_prompt_are_measured_once_for_one_token_prompts(bundle: 
 def test_sweep_refuses_a_bundle_without_a_probe_or_with_a_weak_one(bundle: Path, tmp_path: Path) -> None:
     from tests.helpers.hub import make_bundle
 
-    with pytest.raises(SteerplugError, match="has no concept probe to score with .*pass --scorer NAME"):
+    with pytest.raises(SteerplugError, match=r"has no concept probe to score with .*pass --scorer NAME"):
         sweep(tiny_llama(3), word_tokenizer(), make_bundle(tmp_path / "plain"))
     with pytest.raises(SteerplugError, match="the concept probe is too weak to score with"):
         concept_evidence(steerplug.load_recipe(bundle), min_accuracy=1.01)
@@ -161,8 +161,9 @@ def test_cli_sweep_without_scorer_reports_why_nothing_qualifies(bundle: Path, tm
                  "--min-probe-accuracy", "0", "--out", str(tmp_path / "report")])
     captured = capsys.readouterr()
     assert code == 1 and "concept: concept probe 'happy' at resid_post[" in captured.out
-    assert captured.err.splitlines()[-1].startswith("no cell qualifies: the minimum effect (--min-effect) failed in 1 of 1 cells. "
-                                   "Closest: positions generated, layer 1, strength 1 (effect ")
+    last = captured.err.splitlines()[-1]
+    assert last.startswith("no cell qualifies: the minimum effect (--min-effect) failed in 1 of 1 cells. "
+                           "Closest: positions generated, layer 1, strength 1 (effect ")
     assert captured.err.endswith("; nothing recorded\n")
     import json
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from steerplug.cli.args import positive_int
 from steerplug.cli.command import Command
-from steerplug.cli.models import add_model_options, load_from_args
+from steerplug.cli.models import add_model_options, load_from_args, model_flags
 from steerplug.cli.output import emit, note, show_progress
 from steerplug.errors import SteerplugError
 from steerplug.hookspecs import hookimpl
@@ -112,7 +112,7 @@ def _run(args: argparse.Namespace) -> int:
         lines.append("concept probe held-out accuracy by layer: "
                      + ", ".join(f"{layer}: {acc:.2f}" for layer, acc in probe.items()))
     emit(args, payload, lines, quiet=str(path))
-    note(args, f"next: steerplug sweep {args.out} --model {args.model}   (choose position, layer and strength)")
+    note(args, f"next: steerplug sweep {args.out} {model_flags(args)}   (choose positions, layer and strength)")
     return 0
 
 

@@ -132,7 +132,10 @@ def _run(args: argparse.Namespace) -> int:
     out = check_output_folder(args.out or default_report_folder(recipe))
     criteria = Criteria(min_effect=args.min_effect, guard_ratio=args.guard_ratio,
                         max_ppl_ratio=args.max_ppl_ratio or None, max_kl=args.max_kl)
-    model, tokenizer = load_from_args(args, default=_base_model(recipe) if args.model is None else None)
+    if args.model is None:  # the recipe's base model, at its pinned revision
+        args.model, pinned = _base_model(recipe)
+        args.revision = args.revision or pinned
+    model, tokenizer = load_from_args(args)
     result = sweep(model, tokenizer, recipe, layers=args.layers, strengths=args.strengths,
                    positions=args.positions or POSITIONS, scorer=args.scorer, guards=args.guard,
                    settings=_settings(args), intervention=args.intervention, criteria=criteria,
@@ -157,11 +160,11 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _base_model(recipe: Recipe) -> str:
+def _base_model(recipe: Recipe) -> tuple[str, str | None]:
     base = recipe.spec.model.base if recipe.spec.model else None
     if base is None:
         raise SteerplugError(f"{recipe.source}: the recipe names no base model; pass --model")
-    return str(base.repo)
+    return str(base.repo), (str(base.revision) if base.revision else None)
 
 
 def default_report_folder(recipe: Recipe) -> Path:

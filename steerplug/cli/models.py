@@ -15,6 +15,7 @@ Python callers use :func:`steerplug.load_model` with the same options as keyword
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import warnings
 from typing import Any
@@ -23,7 +24,8 @@ from steerplug.demo import DEMO_MODEL_NAMES  # re-exported: commands import it f
 from steerplug.errors import SteerplugError
 from steerplug.models import DTYPES, ModelOptions, RemoteCodeWarning, load_model, remote_code_warning
 
-__all__ = ["DEMO_MODEL_NAMES", "add_model_options", "load_causal_lm", "load_from_args", "model_options"]
+__all__ = ["DEMO_MODEL_NAMES", "add_model_options", "load_causal_lm", "load_from_args", "model_flags",
+           "model_options"]
 
 _POSITIONAL = "model_positional"
 
@@ -60,8 +62,8 @@ def model_options(args: argparse.Namespace, default: str | None = None) -> Model
         if args.model is not None and args.model != positional:
             raise SteerplugError(f"two models given: --model {args.model} and {positional}")
         if not getattr(args, "quiet", False):
-            print(f"note: 'steerplug {getattr(args, 'command', '...')} MODEL' is deprecated; write --model {positional}",
-                  file=sys.stderr)
+            command = getattr(args, "command", "...")
+            print(f"note: 'steerplug {command} MODEL' is deprecated; write --model {positional}", file=sys.stderr)
         args.model = positional
     name = args.model or default
     if name is None:
@@ -79,6 +81,18 @@ def load_from_args(args: argparse.Namespace, default: str | None = None) -> tupl
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RemoteCodeWarning)  # printed above, as one plain line
         return options.load()
+
+
+def model_flags(args: argparse.Namespace) -> str:
+    """The model options as typed, for "next:" hints (``--model ./ckpt --dtype bfloat16``)."""
+    options = model_options(args)
+    flags = [f"--model {shlex.quote(options.model)}"]
+    flags += [f"--revision {shlex.quote(options.revision)}"] if options.revision else []
+    flags += [f"--device {options.device}"] if options.device else []
+    flags += [f"--device-map {options.device_map}"] if options.device_map else []
+    flags += [f"--dtype {options.dtype}"] if options.dtype != "auto" else []
+    flags += ["--trust-remote-code"] if options.trust_remote_code else []
+    return " ".join(flags)
 
 
 def load_causal_lm(name: str, device: str | None = None) -> tuple[Any, Any]:

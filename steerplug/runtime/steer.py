@@ -45,6 +45,9 @@ def steer(model: torch.nn.Module, recipes: RecipeRef | Sequence[RecipeRef], *,
     recipe (other rows unsteered) and returns a :class:`steerplug.runtime.rows.RowsHandle`.
     """
     if is_row_map(recipes):
+        if strength is not None:
+            raise SteerplugError("strength= does not apply to per-row steering: set each row's recipe strengths "
+                                 "(Recipe.with_intervention) instead")
         return steer_rows(model, recipes, plugins=plugins, locked=locked)  # type: ignore[arg-type]
     plugins = plugins or get_plugins()
     refs = [_as_ref(r) for r in (recipes if isinstance(recipes, (list, tuple)) else [recipes])]
@@ -93,9 +96,10 @@ def refuse_restacking(model: torch.nn.Module, recipes: Sequence[Recipe]) -> None
 
 
 def fingerprint(recipe: Recipe) -> str:
-    """A digest of what a recipe does: its document without ``metadata`` (names and notes change nothing),
-    artifact sha256s included."""
+    """A digest of a recipe: its name and what it does (its document, artifact sha256s included), without the
+    rest of ``metadata`` (descriptions, annotations and versions stamped on writing change nothing)."""
     document = {k: v for k, v in recipe.to_dict().items() if k != "metadata"}
+    document["name"] = recipe.name
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -103,8 +107,11 @@ def fingerprint(recipe: Recipe) -> str:
 def scale_strengths(entries: Sequence[CompiledEntry], recipes: Sequence[Recipe],
                     strength: float | Mapping[str, float]) -> None:
     """Set each entry's strength to its declared strength times the factor ``strength`` gives it."""
-    declared = {(r.name, item.id): float(item.strength) for r in recipes
-                for item in getattr(r.spec, "interventions", [])}
+    values: dict[tuple[str, str], set[float]] = {}
+    for r in recipes:
+        for item in getattr(r.spec, "interventions", []):
+            values.setdefault((r.name, item.id), set()).add(float(item.strength))
+    declared = {key: next(iter(v)) for key, v in values.items() if len(v) == 1}  # else: same name, other strengths
     if isinstance(strength, Mapping):
         known = {e.intervention for e in entries} | {f"{e.recipe}/{e.intervention}" for e in entries}
         unknown = [key for key in strength if key not in known]
@@ -113,8 +120,11 @@ def scale_strengths(entries: Sequence[CompiledEntry], recipes: Sequence[Recipe],
             raise SteerplugError(f"strength: no intervention '{unknown[0]}'" + (f" ({hint})" if hint else ""))
     for entry in entries:
         factor = _factor(strength, entry)
-        if factor is not None:
-            entry.strength.fill_(declared[(entry.recipe, entry.intervention)] * factor)
+        key = (entry.recipe, entry.intervention)
+        if factor is not None and key in declared:
+            entry.strength.fill_(declared[key] * factor)  # from the declared value: no double rounding
+        elif factor is not None:
+            entry.strength.mul_(factor)
 
 
 def _factor(strength: float | Mapping[str, float], entry: CompiledEntry) -> float | None:
