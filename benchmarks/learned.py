@@ -11,7 +11,8 @@ of the same run):
   vectors, layer and strength chosen by ``steerplug sweep --scorer <concept> --guard grammatical``, i.e. with
   the grammar's judgement of every swept generation);
 * ``mean-diff + probe sweep``: the same examples through ``steerplug extract`` (with its concept probe) and
-  the scorer-free ``steerplug sweep`` (positions x layer x strength judged by the probe, not the grammar);
+  the scorer-free ``steerplug sweep`` (positions x layer x strengths 1, 2, 4, judged by the probe, not the
+  grammar), as the README walkthrough runs it;
 * ``vector`` / ``affine`` / ``low-rank``: ``steerplug train`` on the same example files, measured as written
   (strength 1, nothing tuned on generations).
 
@@ -46,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 BUNDLES = RESULTS / "learned"
 CONCEPT_TARGET, GRAMMAR_TARGET = 0.90, 0.95
-SWEEP_SEED = 1
+SWEEP_SEED, SWEEP_STRENGTHS = 1, (1.0, 2.0, 4.0)  # as the README walkthrough (benchmarks/efficacy.py) runs it
 
 COMMON = {"epochs": 30, "batch_size": 32, "holdout": 0.2, "patience": 3, "seed": 0}
 CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
@@ -141,7 +142,7 @@ def probe_sweep_row(model: Any, tok: Any, concept: str, sweep_n: int) -> tuple[R
     extract(model, tok, ContrastSet.from_files(positive, negative), name=concept, pooling="mean",
             base_model="steerplug-demo", out=folder)
     settings = GenerationSettings(n=sweep_n, seed=SWEEP_SEED, max_new_tokens=40, batch_size=64)
-    result = sweep(model, tok, folder, settings=settings)
+    result = sweep(model, tok, folder, strengths=SWEEP_STRENGTHS, settings=settings)
     seconds = time.perf_counter() - start
     if result.recommended is None:
         raise SystemExit(f"{concept}: the probe sweep recommended nothing ({result.diagnosis().message(0)})")
@@ -203,7 +204,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=128)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--sweep-n", type=int, default=64, help="generations per cell of the probe sweep")
+    parser.add_argument("--sweep-n", type=int, default=32, help="generations per cell of the probe sweep")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--concepts", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
     args = parser.parse_args()
