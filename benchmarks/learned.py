@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import time
@@ -74,8 +75,9 @@ CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def data_files(concept: str) -> tuple[Path, Path]:
-    """The example files ``recipes/build.py`` wrote for the shipped recipe (256 two-sentence texts each)."""
-    folder = ROOT / "recipes" / "data"
+    """The example files ``recipes/build.py`` wrote for the shipped recipe (256 two-sentence texts each),
+    relative to the repository root (the working folder), so the bundles record portable paths."""
+    folder = Path("recipes") / "data"
     return folder / f"{concept}.positive.txt", folder / f"{concept}.negative.txt"
 
 
@@ -208,6 +210,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--concepts", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
     args = parser.parse_args()
+    os.chdir(ROOT)
     torch.set_num_threads(args.threads)
     model, tok = load_demo_model()
     settings = GenerationSettings(n=args.n, seed=args.seed, max_new_tokens=40, batch_size=64)

@@ -58,7 +58,7 @@ def provenance(trained: Trained) -> dict[str, Any]:
                             "pooling": weights.pooling,
                             "max_length": weights.max_length, **method.hyperparameters()},
         "data": {"paired": trained.data.paired, "budget": trained.data.budget,
-                 "fluency_text": "neutral" if trained.data.neutral else "negative",
+                 "fluency_text": ("neutral" if trained.data.neutral else "negative") if weights.kl_weight else None,
                  "sources": trained.data.provenance()},
         "steps": history.steps, "best_epoch": history.best_epoch, "stopped_early": history.stopped_early,
         "final_losses": {k: round(v, 6) for k, v in history.final().items()},
