@@ -215,6 +215,16 @@ def test_router_check_gives_the_same_verdict_on_a_meta_skeleton(model_type: str)
     assert ("router" in StructuralAdapter(skeleton).site_names()) == ("router" in run(model_type).adapter.site_names())
 
 
+def test_router_check_gives_the_same_verdict_when_offloaded() -> None:
+    import copy
+
+    accelerate = pytest.importorskip("accelerate")
+    model = copy.deepcopy(run("mixtral").model)
+    accelerate.cpu_offload(model, execution_device=torch.device("cpu"))
+    assert _router_module(model, 0).weight.device.type == "meta"
+    assert StructuralAdapter(model).site_names() == run("mixtral").adapter.site_names()
+
+
 def test_router_check_leaves_the_router_alone() -> None:
     router = _router_module(tiny_model("mixtral"), 0)
     weight = router.weight.detach().clone()

@@ -8,8 +8,8 @@ output is a floating ``[tokens, experts]`` tensor that takes both signs (logits 
 weights and sigmoid scores never go negative); anything else is refused with the reason.
 
 The check runs a copy of the router with random weights on the CPU (what a router returns is a property of
-its code, not of its weights), so it also works on the meta-device skeletons ``steerplug sites FOLDER`` builds,
-never runs the model's own hooks, and costs one 16-token forward per router.
+its code, not of its weights), so it also works on the meta-device skeletons ``steerplug sites FOLDER`` builds
+and on offloaded models, never runs the model's own hooks, and costs one 16-token forward per router.
 """
 
 from __future__ import annotations
