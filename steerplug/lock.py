@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from steerplug._version import __version__
 from steerplug.errors import RecipeError, SteerplugError
 from steerplug.hub.remote import RemoteFile, artifact_files
 from steerplug.recipe.parse import parse_document, read_capped
 
 if TYPE_CHECKING:
-    from steerplug.recipe.load import Recipe
+    from steerplug.recipe.data import RecipeData
 
 LOCK_FILE = "steerplug.lock"
 LOCK_VERSION = 1
@@ -48,7 +49,7 @@ class LockEntry:
         return {**self.extra, **data}
 
 
-def entry_for(ref: str, recipe: Recipe) -> LockEntry:
+def entry_for(ref: str, recipe: RecipeData) -> LockEntry:
     """The lock entry of a recipe loaded from ``ref``."""
     origin = dict(recipe.origin)
     files = {recipe_file_of(origin): origin["recipe_sha256"]}
@@ -100,18 +101,25 @@ def _entry_from_json(item: Mapping[str, Any]) -> LockEntry:
 
 def render_lock(entries: Mapping[str, LockEntry]) -> str:
     """The lockfile text: sorted, indented JSON."""
-    from steerplug import __version__
-
     document = {"version": LOCK_VERSION, "steerplug": __version__,
                 "recipes": {ref: entry.to_json() for ref, entry in entries.items()}}
     return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def lock_refs(refs: Iterable[str]) -> dict[str, LockEntry]:
-    """Load every reference (downloading and verifying remote ones) and return its lock entry."""
-    from steerplug.recipe.load import load_recipe
-
-    return {ref: entry_for(ref, load_recipe(ref, locked=False)) for ref in sorted(set(refs))}
+def lock_changes(old: Mapping[str, LockEntry], new: Mapping[str, LockEntry]) -> list[str]:
+    """What differs between a lockfile's entries and fresh ones, one phrase per stale entry."""
+    changes = [f"'{ref}' is not in the lockfile" for ref in new if ref not in old]
+    changes += [f"'{ref}' is locked but no longer used" for ref in old if ref not in new]
+    for ref in [r for r in new if r in old]:
+        before, after = old[ref], new[ref]
+        if before.commit != after.commit:
+            changes.append(f"'{ref}' moved from commit {str(before.commit)[:12]} to {str(after.commit)[:12]}")
+        changed = sorted(f for f in {*before.files, *after.files} if before.files.get(f) != after.files.get(f))
+        if changed:
+            changes.append(f"'{ref}': {', '.join(changed)} changed")
+        elif before.commit == after.commit and before.to_json() != after.to_json():
+            changes.append(f"'{ref}' resolves differently ({after.resolved})")
+    return changes
 
 
 def lockfile_for(locked: bool | str | Path | None) -> Path | None:

@@ -13,7 +13,8 @@ import torch
 import steerplug
 from steerplug.cli.main import main
 from steerplug.errors import RecipeError, SteerplugError
-from steerplug.lock import lock_refs, read_lock, render_lock
+from steerplug.lock import read_lock, render_lock
+from steerplug.recipe.read import lock_refs
 from tests.helpers.hub import folder_files, isolate, make_bundle, serve, static_files, write_hub_snapshot
 from tests.helpers.models import tiny_llama
 
@@ -116,3 +117,25 @@ def test_pull_locked(env) -> None:
     write_hub_snapshot(env.hf_cache, REPO, env.v2)
     assert main(["pull", f"hf://{REPO}", "pulled", "--locked"]) == 0
     assert Path("pulled/vectors.safetensors").read_bytes() == env.v1["vectors.safetensors"]
+
+
+def test_pull_with_locked_between_source_and_folder(env) -> None:
+    Path("steerplug.lock").write_text(render_lock(lock_refs([f"hf://{REPO}"])))
+    assert main(["pull", f"hf://{REPO}", "--locked", "pulled"]) == 0
+    assert Path("pulled/vectors.safetensors").read_bytes() == env.v1["vectors.safetensors"]
+
+
+def test_lock_check_names_the_stale_entry(env, capsys) -> None:
+    assert main(["lock", f"hf://{REPO}", "calm"]) == 0
+    capsys.readouterr()
+    commit2 = write_hub_snapshot(env.hf_cache, REPO, env.v2)
+    make_bundle(Path("recipes/fresh"), name="fresh", seed=4)
+    assert main(["lock", "--check"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert f"steerplug.lock is stale: 'hf://{REPO}' moved from commit {env.commit1[:12]} to {commit2[:12]}" in out
+    assert f"steerplug.lock is stale: 'hf://{REPO}': recipe.yaml, vectors.safetensors changed" in out
+    assert "steerplug.lock is stale: 'fresh' is not in the lockfile" in out
+    assert out[-1] == "run 'steerplug lock' to update it"
+    assert main(["lock", "--check", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["stale"] is True and len(report["changes"]) == 3

@@ -12,16 +12,17 @@ import torch
 import transformers
 
 import steerplug
+from steerplug.doctor.reference import HandHook
+from steerplug.engines.transformers import cache_argument, returned_cache
 from steerplug.errors import SequenceError
 from tests.helpers.models import recipe, tiny
-from tests.helpers.sequence_reference import HandHook
 from tests.test_sequence_model import KINDS, MASK, NEW, PROMPTS, _layer, generate, item, same, vector_for
 
 TURN = torch.tensor([[17, 23, 4], [8, 44, 13], [29, 3, 61]])  # the user's second message, per row
 
 
 def cache_of(output: Any) -> Any:
-    return output.cache if getattr(output, "cache", None) is not None else output.past_key_values
+    return returned_cache(output)
 
 
 def second_turn(model: Any, output: Any, steer: Any) -> tuple[Any, torch.Tensor, int]:
@@ -30,7 +31,7 @@ def second_turn(model: Any, output: Any, steer: Any) -> tuple[Any, torch.Tensor,
     mask = torch.cat([MASK, torch.ones(MASK.shape[0], ids.shape[1] - MASK.shape[1], dtype=torch.long)], dim=1)
     cache = cache_of(output)
     cached = int(cache.get_seq_length())
-    name = "cache" if getattr(output, "cache", None) is not None else "past_key_values"
+    name = cache_argument(model)
     with steer():
         return generate(model, ids, mask, **{name: cache}), mask, cached
 
@@ -160,7 +161,7 @@ def test_a_cache_filled_before_attach_has_no_boundary() -> None:
         cache = cache_of(model(input_ids=PROMPTS[2:], use_cache=True))
     with steerplug.steer(model, recipe(item(vector_for(model), "generated"))), torch.no_grad(), \
             pytest.raises(SequenceError, match="did not see being filled"):
-        model(input_ids=torch.tensor([[7]]), past_key_values=cache)
+        model(input_ids=torch.tensor([[7]]), **{cache_argument(model): cache})
     assert int(cache.get_seq_length()) == 6  # raised before any layer ran: the cache is untouched
 
 
@@ -171,12 +172,12 @@ def test_manual_decode_loop_continues_the_prefill() -> None:
     with steerplug.steer(model, recipe(item(vector, "generated"))), torch.no_grad():
         out = model(input_ids=ids, use_cache=True)
         token = out.logits[:, -1:].argmax(-1)
-        step = model(input_ids=token, past_key_values=cache_of(out))
+        step = model(input_ids=token, **{cache_argument(model): cache_of(out)})
     hand = HandHook(_layer(model), vector, KINDS["generated"][1], torch.ones_like(ids))
     try:
         with torch.no_grad():
             ref = model(input_ids=ids, use_cache=True)
-            ref_step = model(input_ids=token, past_key_values=cache_of(ref))
+            ref_step = model(input_ids=token, **{cache_argument(model): cache_of(ref)})
     finally:
         hand.remove()
     assert torch.equal(step.logits, ref_step.logits)

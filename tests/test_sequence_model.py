@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import steerplug
+from steerplug.doctor.reference import HandHook, Where
 from tests.helpers.models import recipe, tiny
-from tests.helpers.sequence_reference import HandHook, Where
 
 PROMPTS = torch.tensor([[0, 5, 9, 14, 3, 7], [0, 0, 0, 21, 8, 30], [4, 12, 19, 25, 6, 11]])
 MASK = (PROMPTS != 0).long()

@@ -14,7 +14,9 @@ It also finds where a module executes under accelerate's device maps and offload
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +24,7 @@ import torch
 
 from steerplug.runtime.sequence import CacheLength, CallInput, Evidence, SequenceTracker
 
-CACHE_ARGUMENTS = ("past_key_values", "cache", "cache_params")
+CACHE_ARGUMENTS = ("cache", "past_key_values", "cache_params")
 """Names under which Transformers versions pass the KV cache to a model's forward and to ``generate``."""
 INPUT_ARGUMENTS = ("input_ids", "inputs_embeds")
 
@@ -149,10 +151,9 @@ def call_input(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, 
     cached = cache_length(_first_present(kwargs, CACHE_ARGUMENTS), None)
     padded = mask is not None and not bool(mask.bool().all())
     right = None
-    if padded:
+    if padded and not bool(mask[:, -1].bool().all()):  # type: ignore[index]
         assert mask is not None
-        ends = (~mask[:, -1].bool()).nonzero()
-        right = int(ends[0, 0]) if ends.numel() else None
+        right = int((~mask[:, -1].bool()).nonzero()[0, 0])
     return CallInput(batch=batch, length=length, mask=mask if padded else None,
                      cached=int(cached) if cached is not None else 0, padded=padded, right_padded_row=right)
 
@@ -216,12 +217,25 @@ def _first_present(kwargs: dict[str, Any], names: tuple[str, ...]) -> Any:
     return next((kwargs[name] for name in names if kwargs.get(name) is not None), None)
 
 
+def cache_argument(model: torch.nn.Module) -> str:
+    """The keyword ``generate()`` takes a cache to continue under: ``cache`` since transformers 5.24, else
+    ``past_key_values``."""
+    prepare = getattr(type(model), "prepare_inputs_for_generation", None)
+    parameters = inspect.signature(prepare).parameters if prepare is not None else {}
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def returned_cache(output: Any) -> Any:
+    """The cache a forward or ``generate(..., return_dict_in_generate=True)`` returned, under any name."""
+    return _output_cache(output)
+
+
 def _output_cache(output: Any) -> Any:
-    for name in CACHE_ARGUMENTS:
-        cache = getattr(output, name, None) if not isinstance(output, tuple) else None
-        if cache is not None:
-            return cache
-    return None
+    if isinstance(output, tuple) or not dataclasses.is_dataclass(output):
+        return None
+    fields = {field.name for field in dataclasses.fields(output)}
+    name = next((name for name in CACHE_ARGUMENTS if name in fields), None)  # never a deprecated alias
+    return getattr(output, name) if name is not None else None
 
 
 def _inferred_mask(model: torch.nn.Module, inputs: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor | None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -12,17 +13,32 @@ from steerplug.errors import SteerplugError, did_you_mean
 from steerplug.runtime.runner import CompiledEntry
 
 if TYPE_CHECKING:
-    from steerplug.probes.attach import Readings
-    from steerplug.recipe.load import Recipe
+    from steerplug.probes.readings import Readings
+    from steerplug.recipe.data import RecipeData
     from steerplug.runtime.host import Host
+
+
+_ATTACHED: weakref.WeakKeyDictionary[torch.nn.Module, list[Handle]] = weakref.WeakKeyDictionary()
+
+
+def register_handle(model: torch.nn.Module, handle: Handle) -> None:
+    """Record an attached handle (``steer()`` calls it; :meth:`Handle.detach` forgets it)."""
+    _ATTACHED.setdefault(model, []).append(handle)
+
+
+def attached(model: torch.nn.Module) -> list[Handle]:
+    """The handles attached to ``model`` now, oldest first (detach them to restore the model)."""
+    return [h for h in _ATTACHED.get(model, []) if h.attached]
 
 
 class Handle:
     """Recipes attached to a model. Use as a context manager, or call :meth:`detach`."""
 
-    def __init__(self, model: torch.nn.Module, recipes: Sequence[Recipe], host: Host):
+    def __init__(self, model: torch.nn.Module, recipes: Sequence[RecipeData], host: Host,
+                 before_detach: Callable[[Handle], None] | None = None):
         self.model = model
-        self.recipes: tuple[Recipe, ...] = tuple(recipes)
+        self.recipes: tuple[RecipeData, ...] = tuple(recipes)
+        self._before_detach = before_detach
         self.entries: list[CompiledEntry] = []
         self._host: Host | None = host
         self.readings: Readings | None = None
@@ -43,13 +59,15 @@ class Handle:
         before (bitwise). Calling it twice is harmless."""
         if self._host is None:
             return
-        from steerplug.plugins import get_plugins
-
         try:
-            get_plugins().hook.steerplug_before_detach(handle=self)
+            if self._before_detach is not None:
+                self._before_detach(self)
         finally:
             self._host.remove(self)
             self._host = None
+            handles = _ATTACHED.get(self.model, [])
+            if self in handles:
+                handles.remove(self)
 
     def set_strength(self, intervention: str, value: float) -> None:
         """Set an intervention's strength in place (no re-attach; compiled graphs stay valid)."""
@@ -85,6 +103,9 @@ class Handle:
         return self.readings
 
     def _select(self, intervention: str) -> list[CompiledEntry]:
+        if self._host is None:
+            raise SteerplugError(f"this handle is detached: changing '{intervention}' would have no effect "
+                                 "(attach the recipe again with steerplug.steer)")
         recipe, _, name = intervention.rpartition("/")
         chosen = [e for e in self.entries if e.intervention == name and (not recipe or e.recipe == recipe)]
         if not chosen:

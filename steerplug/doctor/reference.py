@@ -4,7 +4,7 @@ It reads nothing from the engine: the test tells it the call's input mask, how m
 cache already holds, how many batch rows each input row becomes (beams, returned sequences), and it counts
 the forwards itself (forward 0 runs the uncached input, each later forward one generated token; without a
 cache every forward reruns the whole sequence). This is the reference steerplug's sequence model must
-match bit for bit.
+match bit for bit (``steerplug doctor`` and the test suite compare with it).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class HandHook:
                  cached: int = 0, expand: int = 1, use_cache: bool = True, weight: Weight | None = None,
                  rows: torch.Tensor | None = None):
         self.vector, self.where, self.weight = vector, where, weight
+        """The steering vector, the position kind, and the schedule's weight (None: constant strength)."""
         self.mask = mask.repeat_interleave(expand, dim=0).bool()
         self.cached, self.use_cache = cached, use_cache
         self.end = self.mask.sum(-1, keepdim=True)
@@ -61,3 +62,9 @@ class HandHook:
     def remove(self) -> None:
         """Take the hook off."""
         self.handle.remove()
+
+    def __enter__(self) -> HandHook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
