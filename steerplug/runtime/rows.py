@@ -66,12 +66,15 @@ class RowSlots:
         else:
             self._rows = table.to(self.device)
             self._views.clear()
+            self.index(len(values), self.device)  # the usual batch, built now rather than inside a traced forward
 
     def index(self, batch: int, device: torch.device) -> torch.Tensor:
         """``[batch, 1]`` slot per input row (``n_slots`` = none) on ``device``; rows past the table: none."""
         view = self._views.get((batch, device))
         if view is None:
-            view = self._views[(batch, device)] = self._expanded(batch, device)
+            view = self._expanded(batch, device)
+            if not torch.compiler.is_compiling():  # kept (and rewritten in place by set_rows) when built
+                self._views[(batch, device)] = view  # eagerly; a traced forward leaves the dict as it was
         return view
 
     def of_rows(self, ctx: ForwardContext, device: torch.device) -> torch.Tensor:

@@ -187,7 +187,7 @@ class SequenceTracker:
         call.decoding = start + ev.length == given.length
         return ForwardContext(positions=positions, batch=ev.batch, length=ev.length, device=ev.device, valid=valid,
                               prompt_end=_boundary(given, end), source_rows=rows, starts_call=first,
-                              call=call.number, first_column=start, missing_boundary=_right_padding_reason(given),
+                              call=_number(call), first_column=start, missing_boundary=_right_padding_reason(given),
                               all_prompt=True)
 
     def _generated(self, call: _Call, ev: Evidence, k: int, found: _CallRows) -> ForwardContext:
@@ -214,7 +214,7 @@ class SequenceTracker:
         first_column = ev.cache_length if ev.has_cache and ev.cache_length is not None else 0
         return ForwardContext(positions=positions, batch=ev.batch, length=ev.length, device=ev.device, valid=valid,
                               prompt_end=_boundary(given, end), source_rows=rows, starts_call=starts,
-                              call=call.number, first_column=first_column,
+                              call=_number(call), first_column=first_column,
                               missing_boundary=_right_padding_reason(given), all_generated=ev.has_cache,
                               first_step=step)
 
@@ -263,6 +263,12 @@ class SequenceTracker:
         return ForwardContext(positions=positions, batch=ev.batch, length=ev.length, device=ev.device,
                               valid=None if ev.mask is None else Deferred(st.tail, ev.mask, ev.length),
                               prompt_end=end, call=self._numbers, all_prompt=True)
+
+
+def _number(call: _Call) -> int:
+    """The call's number for diagnostics; 0 inside a traced forward, where reading it would make every call
+    recompile."""
+    return 0 if torch.compiler.is_compiling() else call.number
 
 
 def _expansion(call: _Call, batch: int) -> int:
