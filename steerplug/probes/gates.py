@@ -54,7 +54,9 @@ class _Node:
         if prior is None:  # first evaluation in this forward: start from the rows fired so far
             batch = ctx.batch_size
             fresh = ctx.starts_call or self.fired is None or int(self.fired.shape[0]) != batch
-            prior = ctx.memo[key] = torch.zeros(batch, dtype=torch.bool, device=ctx.device) if fresh else self.fired
+            prior = torch.zeros(batch, dtype=torch.bool, device=ctx.device) if fresh else self.fired
+            ctx.memo[key] = prior
+        assert prior is not None
         so_far = (held & ctx.valid).cumsum(dim=1) > 0
         result = prior[:, None] | so_far
         self.fired = result[:, -1]

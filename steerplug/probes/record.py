@@ -17,7 +17,7 @@ class Logs(Protocol):
     trace_log: list[torch.Tensor]
 
 
-_LOGS: weakref.WeakValueDictionary[int, Logs] = weakref.WeakValueDictionary()  # type: ignore[type-var]
+_LOGS: weakref.WeakValueDictionary[int, Logs] = weakref.WeakValueDictionary()
 
 
 def register(logs: Logs) -> int:
