@@ -49,8 +49,9 @@ class ProbeReader:
     a gate of the same forward reads it)."""
     raw_log: list[torch.Tensor] = field(default_factory=list)
     trace_log: list[torch.Tensor] = field(default_factory=list)
-    _pending: torch.Tensor | None = None
-    """A per-token trace whose last column is the state's ``last``, taken only when read (no op per token)."""
+    _tail: torch.Tensor | None = None
+    """``[B, 1]`` contiguous: the aggregate after the latest token (the state's ``last``, kept in this shape
+    so a compiled decode step reads a tensor of the same layout after a prefill as after a decode step)."""
     _key: int = 0
     _batch: int = -1
 
@@ -74,9 +75,9 @@ class ProbeReader:
         with torch.no_grad():
             scores, seen = token_scores(self.score(x), ctx)
             batch = int(scores.shape[0])
-            if ctx.starts_call or self.state is None or self._batch != batch:  # a host int: compiled decode
-                self.state, self._pending = AggState.empty(batch, self.spec.window, scores.device), None  # steps
-                self._batch = batch                                    # never read the state's tensors here
+            if ctx.starts_call or self._batch != batch:  # host facts only: compiled decode steps never
+                self.state, self._tail = AggState.empty(batch, self.spec.window, scores.device), None  # read
+                self._batch = batch                                    # the state's tensors to decide this
                 self.raw_log, self.trace_log = [], []
             selected = self.activation.select(ctx, scores.device)
             if selected is EVERY and seen is None and self.spec.aggregate == "per_token" \
@@ -90,16 +91,15 @@ class ProbeReader:
                                               decay=self.spec.decay, window=self.spec.window)
                 raw = torch.where(keep, scores, torch.nan)
             trace = record(self, self._key, raw, trace)
-        self.current = self._pending = ctx.memo[("probe", self._key)] = trace
+        self.current = ctx.memo[("probe", self._key)] = trace
+        self._tail = trace if int(trace.shape[1]) == 1 else trace[:, -1:].contiguous()
 
     def _settled(self) -> AggState:
-        """The state, with ``last`` taken from the latest trace (its last column)."""
+        """The state, with ``last`` taken from the latest trace."""
         state = self.state
         assert state is not None
-        if self._pending is not None:
-            last = self._pending[:, -1]
-            self.state = state = AggState(state.count, state.total, state.best, last, state.ring)
-            self._pending = None
+        if self._tail is not None:
+            state = AggState(state.count, state.total, state.best, self._tail[:, 0], state.ring)
         return state
 
     def value(self, ctx: ForwardContext) -> torch.Tensor:
@@ -110,10 +110,10 @@ class ProbeReader:
         mine = ctx.memo.get(("probe", self._key))
         if mine is not None:
             value = mine
-        elif ctx.starts_call or self.state is None or int(self.state.last.shape[0]) != batch:
+        elif ctx.starts_call or self._batch != batch or self._tail is None:
             return torch.full((batch, 1), torch.nan, device=device)
         else:
-            value = self._settled().last[:, None]
+            value = self._tail
         return value if value.device == device else value.to(device, non_blocking=True)
 
     def per_token(self) -> torch.Tensor:
