@@ -18,21 +18,18 @@ Run by ``.ci/vllm`` (``python -m pytest -m vllm``); skipped where vLLM is not in
 from __future__ import annotations
 
 import importlib.util
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from tests.helpers.vllm_models import build_model, hf_generate, scaled_recipe, write_recipes
+from tests.helpers.vllm_engine import run_plan
+from tests.helpers.vllm_models import Reference, build_model, write_recipes
 
 pytestmark = [pytest.mark.vllm,
               pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed")]
 
-REPO = Path(__file__).resolve().parents[1]
 MAX_TOKENS = 24
 LENGTHS = (3, 9, 17, 33, 70, 120)
 # (recipe, strength factor, how the request names it)
@@ -41,8 +38,6 @@ VARIANTS: list[tuple[str | None, float, str]] = [
     ("scale-prompt", 1.0, "name"), ("all-add", 1.0, "name"), ("compose", 1.0, "name"),
     ("add-last", 0.5, "dict"), ("compose", 2.0, "flat"),
 ]
-LOGPROB_TOLERANCE = 2e-3
-MIN_MARGIN = 1e-3
 
 
 def _prompt(length: int, seed: int) -> list[int]:
@@ -101,38 +96,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                        "block_size": 32, "num_gpu_blocks_override": 16, "max_num_batched_tokens": 64,
                        "max_num_seqs": 16, "enable_prefix_caching": True, "enable_chunked_prefill": True,
                        "disable_log_stats": False}}
-    (root / "plan.json").write_text(json.dumps(plan))
-    log = root / "engine.log"
-    with log.open("w") as sink:
-        code = subprocess.run([sys.executable, "-m", "tests.helpers.vllm_engine", str(root / "plan.json"),
-                               str(root / "out.json")], cwd=REPO, stdout=sink, stderr=subprocess.STDOUT,
-                              timeout=1800).returncode
-    if code:
-        pytest.fail(f"the vLLM engine failed (exit {code}):\n" + log.read_text()[-6000:])
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
-    return {"out": json.loads((root / "out.json").read_text()), "phases": {p["name"]: p for p in phases},
-            "model": model, "bundles": bundles, "reference": {}}
-
-
-def _reference(served: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
-    key = (tuple(request["prompt"]), request["recipe"], request["strength"])
-    if key not in served["reference"]:
-        recipe = None if request["recipe"] is None else scaled_recipe(served["bundles"][request["recipe"]],
-                                                                        request["strength"])
-        served["reference"][key] = hf_generate(served["model"], request["prompt"], recipe, request["max_tokens"])
-    return served["reference"][key]
+    return {"out": run_plan(plan, root), "phases": {p["name"]: p for p in phases},
+            "reference": Reference(model_dir, bundles)}
 
 
 def _check_exact(served: dict[str, Any], phase: str) -> None:
     for request, got in zip(served["phases"][phase]["requests"], served["out"]["phases"][phase], strict=True):
-        want = _reference(served, request)
-        label = f"{phase}: {request['recipe']} x{request['strength']} on a {len(request['prompt'])}-token prompt"
-        assert want["margin"] > MIN_MARGIN, f"{label}: near-tie in the reference, comparison not meaningful"
-        assert got["tokens"] == want["tokens"], label
-        worst = max(abs(a - b) for a, b in zip(got["logprobs"], want["logprobs"], strict=True))
-        assert worst < LOGPROB_TOLERANCE, f"{label}: log-probabilities differ by {worst:.2e}"
+        served["reference"].check(phase, request["prompt"], request["recipe"], request["strength"], got)
 
 
 def test_mixed_batch_equals_each_request_alone_in_transformers(served: dict[str, Any]) -> None:

@@ -78,7 +78,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     env = {k: v for k, v in os.environ.items() if k != "STEERPLUG_VLLM_RECIPES"}
     env["VLLM_CPU_KVCACHE_SPACE"] = "1"
     setting = json.dumps({"steerplug": {"recipes": [str(root / "recipes")]}})
-    command = [str(Path(sys.executable).parent / "vllm"), "serve", str(model_dir), "--host", "127.0.0.1",
+    # `vllm serve` itself: vllm-cpu 0.32's `vllm` launcher looks up its version under the distribution name
+    # "vllm" and exits (its distribution is "vllm-cpu"); the server module takes the same arguments.
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+               "--host", "127.0.0.1",
                "--port", str(port), "--served-model-name", "tiny", "--dtype", "float32", "--max-model-len", "256",
                "--enforce-eager", "--seed", "0", "--additional-config", setting]
     log = root / "server.log"

@@ -9,15 +9,20 @@ lives in this script's ``__main__`` (spawn-safe) and the tests only read ``OUT.j
 
 Each phase is ONE ``LLM.generate`` call (one mixed batch). For each request the output holds the greedy
 tokens, the log-probability of each, and the prefix-cache hit count; an ``expect_error`` phase holds the
-exception's type and message instead. ``preemptions`` counts the scheduler's preemptions over the run.
+exception's type and message instead. ``preemptions`` counts the scheduler's preemptions over the run
+(with ``disable_log_stats: false``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _phase(llm: Any, phase: dict[str, Any]) -> Any:
@@ -60,11 +65,26 @@ def main(plan_path: str, out_path: str) -> None:
     result: dict[str, Any] = {"phases": {}}
     for phase in plan["phases"]:
         result["phases"][phase["name"]] = _phase(llm, phase)
-    result["preemptions"] = _preemptions(llm)
+    if plan["engine"].get("disable_log_stats") is False:  # vLLM keeps no metrics otherwise
+        result["preemptions"] = _preemptions(llm)
     config = llm.llm_engine.vllm_config
     result["steerplug_resolved"] = (config.additional_config or {}).get("steerplug_resolved")
     with open(out_path, "w", encoding="utf-8") as f:
         json.dump(result, f)
+
+
+def run_plan(plan: dict[str, Any], folder: Path, timeout: float = 1800) -> dict[str, Any]:
+    """Run ``plan`` in a child process; its output, or an AssertionError with the end of the engine's log."""
+    (folder / "plan.json").write_text(json.dumps(plan))
+    log = folder / "engine.log"
+    with log.open("w") as sink:
+        code = subprocess.run([sys.executable, "-m", "tests.helpers.vllm_engine", str(folder / "plan.json"),
+                               str(folder / "out.json")], cwd=REPO, stdout=sink, stderr=subprocess.STDOUT,
+                              timeout=timeout).returncode
+    if code:
+        raise AssertionError(f"the vLLM engine failed (exit {code}):\n" + log.read_text()[-6000:])
+    result: dict[str, Any] = json.loads((folder / "out.json").read_text())
+    return result
 
 
 if __name__ == "__main__":

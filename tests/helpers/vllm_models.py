@@ -122,3 +122,34 @@ def hf_generate(model: Any, prompt: list[int], recipe: Any, max_tokens: int) -> 
     top = logits.topk(2, dim=-1).values
     logprobs = torch.log_softmax(logits, dim=-1)[torch.arange(len(tokens)), tokens]
     return {"tokens": tokens, "logprobs": logprobs.tolist(), "margin": float((top[:, 0] - top[:, 1]).min())}
+
+
+class Reference:
+    """Transformers' answer for each request alone (cached), and the exactness check against vLLM's."""
+
+    LOGPROB_TOLERANCE = 2e-3
+    MIN_MARGIN = 1e-3
+
+    def __init__(self, model_dir: Path, bundles: dict[str, Path]):
+        from transformers import AutoModelForCausalLM
+
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+        self.bundles = bundles
+        self._cache: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def answer(self, prompt: list[int], recipe: str | None, strength: float, max_tokens: int) -> dict[str, Any]:
+        """``hf_generate`` for one request (``recipe`` is a bundle name, ``strength`` its factor)."""
+        key = (tuple(prompt), recipe, strength, max_tokens)
+        if key not in self._cache:
+            loaded = None if recipe is None else scaled_recipe(self.bundles[recipe], strength)
+            self._cache[key] = hf_generate(self.model, prompt, loaded, max_tokens)
+        return self._cache[key]
+
+    def check(self, label: str, prompt: list[int], recipe: str | None, strength: float, got: dict[str, Any]) -> None:
+        """Equal greedy tokens and close log-probabilities, given a reference without near-ties."""
+        want = self.answer(prompt, recipe, strength, len(got["tokens"]))
+        label = f"{label}: {recipe} x{strength} on a {len(prompt)}-token prompt"
+        assert want["margin"] > self.MIN_MARGIN, f"{label}: near-tie in the reference, comparison not meaningful"
+        assert got["tokens"] == want["tokens"], label
+        worst = max(abs(a - b) for a, b in zip(got["logprobs"], want["logprobs"], strict=True))
+        assert worst < self.LOGPROB_TOLERANCE, f"{label}: log-probabilities differ by {worst:.2e}"
