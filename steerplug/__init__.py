@@ -5,13 +5,15 @@ One line steers ``model.generate()``::
     handle = steerplug.steer(model, "recipes/spanish/recipe.yaml")
 """
 
-from steerplug.errors import Problem, RecipeError, SiteError, SteerplugError
+from steerplug.bake import bake
+from steerplug.errors import Problem, RecipeError, SequenceError, SiteError, SteerplugError
 from steerplug.extract import extract
 from steerplug.hookspecs import hookimpl
+from steerplug.models import ModelOptions, load_model
 from steerplug.probes.generate import generate_with_probes
 from steerplug.recipe.load import Recipe, load_recipe
 from steerplug.recording import Recording, record
-from steerplug.runtime.handle import Handle
+from steerplug.runtime.handle import Handle, attached
 from steerplug.runtime.rows import RowsHandle, steer_rows
 from steerplug.runtime.steer import steer
 from steerplug.sites.adapter import resolve_adapter as site_adapter
@@ -22,17 +24,22 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Handle",
+    "ModelOptions",
     "Problem",
     "Recipe",
     "RecipeError",
     "Recording",
     "RowsHandle",
+    "SequenceError",
     "SiteError",
     "SteerplugError",
     "__version__",
+    "attached",
+    "bake",
     "extract",
     "generate_with_probes",
     "hookimpl",
+    "load_model",
     "load_recipe",
     "record",
     "site_adapter",

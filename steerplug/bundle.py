@@ -6,16 +6,18 @@ A bundle never contains code or pickle. File names are fixed so hubs and tools c
 from __future__ import annotations
 
 import copy
+import secrets
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from steerplug.errors import SteerplugError
-from steerplug.recipe.artifacts import sha256_file
+from steerplug.recipe.artifacts import sha256_bytes
 
 if TYPE_CHECKING:
     from steerplug.recipe.load import Recipe
@@ -23,69 +25,150 @@ if TYPE_CHECKING:
 RECIPE_FILE = "recipe.yaml"
 CARD_FILE = "README.md"
 ALLOWED_SUFFIXES = (".yaml", ".md", ".safetensors")
+PLACEHOLDER_REF = "path/to/this/bundle"
+"""What a card's usage snippet shows until the bundle is pushed (``push`` replaces it with the hub address)."""
 MAX_CARD_BYTES = 1 << 20
 """Cap on a README model card."""
 
 
 def write_bundle(folder: str | Path, document: Mapping[str, Any],
                  tensors: Mapping[str, Mapping[str, torch.Tensor]] | None = None, *,
-                 card_body: str | None = None, overwrite: bool = False) -> Path:
+                 card_body: str | None = None, overwrite: bool = False, card_ref: str | None = None) -> Path:
     """Write a bundle and return the path of its ``recipe.yaml``.
 
     ``tensors`` maps artifact names to ``{tensor name: tensor}``; each becomes ``<name>.safetensors`` and
     its ``{path, sha256}`` entry is filled into the document's ``artifacts``. The steerplug version is
-    recorded in ``metadata.annotations``. The written bundle is loaded back and validated.
+    recorded in ``metadata.annotations``. ``card_ref`` is the reference the card's usage snippet shows.
+
+    The write is atomic: the bundle is built and validated in a temporary folder beside ``folder``, then
+    renamed into place, so a failure leaves no half-written folder (and an overwritten bundle intact).
     """
+    target = Path(folder)
+    check_bundle_target(target, overwrite)
+    parent = target.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
+        staging.mkdir()
+    except OSError as exc:
+        raise SteerplugError(f"cannot create bundle folder '{target}': {exc.strerror or exc}") from None
+    try:
+        _fill(staging, target, document, tensors, card_body, card_ref)
+        _swap_into(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target / RECIPE_FILE
+
+
+def check_bundle_target(target: Path, overwrite: bool) -> None:
+    """Refuse, before any work, a bundle folder that exists with content (unless ``overwrite``), a file in
+    the way, or a folder holding more than bundle files (which overwriting would delete)."""
+    if target.exists() and not target.is_dir():
+        raise SteerplugError(f"'{target}' exists and is not a folder")
+    existing = [p for p in target.iterdir() if not p.name.startswith(".")] if target.is_dir() else []
+    if existing and not overwrite:
+        raise SteerplugError(f"'{target}' is not empty (pass overwrite=True / --overwrite to replace the bundle)")
+    foreign = sorted(p.name for p in existing if not (p.is_file() and p.suffix in ALLOWED_SUFFIXES))
+    if foreign:
+        raise SteerplugError(f"'{target}' holds files that are not bundle files ({', '.join(foreign)}); "
+                             "refusing to replace it")
+
+
+def artifact_bytes(table: Mapping[str, torch.Tensor]) -> bytes:
+    """The exact bytes a bundle stores for one artifact (floating tensors as float32, byte-stable)."""
+    return save({k: _stored(v) for k, v in table.items()}, metadata={"format": "pt"})  # one key: safetensors
+    # orders metadata keys randomly
+
+
+def in_memory_recipe(document: Mapping[str, Any], tensors: Mapping[str, Mapping[str, torch.Tensor]],
+                     source: str) -> Recipe:
+    """A validated :class:`Recipe` from a document and its tensors, without a folder: artifacts get the
+    path and sha256 they will have when saved, and the tensors are held as a bundle stores them."""
+    from steerplug.plugins import get_plugins
+    from steerplug.recipe.load import Recipe
+    from steerplug.recipe.validate import validate_document
+
+    doc = copy.deepcopy(dict(document))
+    artifacts = doc.setdefault("artifacts", {})
+    stored = {name: {k: _stored(v) for k, v in table.items()} for name, table in tensors.items()}
+    for name, table in tensors.items():
+        artifacts[name] = {"path": f"{name}.safetensors", "sha256": sha256_bytes(artifact_bytes(table))}
+    if not artifacts:
+        doc.pop("artifacts")
+    return Recipe(spec=validate_document(doc, source, get_plugins()), tensors=stored, source=source)
+
+
+def _stored(tensor: torch.Tensor) -> torch.Tensor:
+    tensor = tensor.detach().to("cpu")
+    return (tensor.to(torch.float32) if tensor.is_floating_point() else tensor).contiguous()
+
+
+def _fill(staging: Path, target: Path, document: Mapping[str, Any],
+          tensors: Mapping[str, Mapping[str, torch.Tensor]] | None, card_body: str | None,
+          card_ref: str | None) -> None:
     from steerplug import __version__
     from steerplug.recipe.load import load_recipe
+    from steerplug.recipe.parse import parse_document
 
-    target = Path(folder)
-    _prepare(target, overwrite)
     doc = copy.deepcopy(dict(document))
     artifacts = doc.setdefault("artifacts", {})
     for name, table in (tensors or {}).items():
-        path = target / f"{name}.safetensors"
-        save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in table.items()}, str(path),
-                  metadata={"format": "pt"})  # one key: safetensors orders metadata keys randomly
-        artifacts[name] = {"path": path.name, "sha256": sha256_file(path)}
+        data = artifact_bytes(table)
+        (staging / f"{name}.safetensors").write_bytes(data)
+        artifacts[name] = {"path": f"{name}.safetensors", "sha256": sha256_bytes(data)}
     if not artifacts:
         doc.pop("artifacts")
     doc.setdefault("metadata", {}).setdefault("annotations", {})["steerplug_version"] = __version__
-    recipe_path = target / RECIPE_FILE
-    recipe_path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    (target / CARD_FILE).write_text(render_card(doc, card_body), encoding="utf-8")
-    load_recipe(recipe_path, locked=False)  # a bundle we write must load (it is not in any lockfile yet)
-    return recipe_path
+    text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+    (staging / RECIPE_FILE).write_text(text, encoding="utf-8")
+    (staging / CARD_FILE).write_text(render_card(doc, card_body, ref=card_ref or PLACEHOLDER_REF),
+                                     encoding="utf-8")
+    name = str(target / RECIPE_FILE)
+    # a bundle we write must load as written (it is not in any lockfile yet)
+    load_recipe(parse_document(text.encode("utf-8"), name), base_dir=staging, name=name, locked=False)
 
 
-def _prepare(target: Path, overwrite: bool) -> None:
-    if target.exists() and not target.is_dir():
-        raise SteerplugError(f"'{target}' exists and is not a folder")
-    target.mkdir(parents=True, exist_ok=True)
-    existing = [p for p in target.iterdir() if not p.name.startswith(".")]
-    if existing and not overwrite:
-        raise SteerplugError(f"'{target}' is not empty (pass overwrite=True / --overwrite to replace the bundle)")
-    for path in existing:
-        if path.is_file() and path.suffix in ALLOWED_SUFFIXES:
-            path.unlink()
+def _swap_into(staging: Path, target: Path) -> None:
+    """Rename ``staging`` to ``target``; an existing ``target`` is replaced, its hidden entries (``.git``)
+    carried over, and restored if the rename fails."""
+    if not target.exists():
+        staging.rename(target)
+        return
+    backup = target.absolute().parent / f".{target.name}.{secrets.token_hex(4)}.old"
+    target.rename(backup)
+    hidden = [p.name for p in backup.iterdir() if p.name.startswith(".")]
+    try:
+        for name in hidden:
+            (backup / name).rename(staging / name)
+        staging.rename(target)
+    except BaseException:
+        for name in hidden:
+            if (staging / name).exists():
+                (staging / name).rename(backup / name)
+        backup.rename(target)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
 
 
-def render_card(doc: Mapping[str, Any], body: str | None = None, ref: str = "path/to/this/bundle") -> str:
-    """The README model card: YAML front matter for the hub, then a human summary; ``ref`` is the reference
-    shown in the usage snippet (e.g. the ``hf://`` address the bundle is pushed to)."""
+def render_card(doc: Mapping[str, Any], body: str | None = None, ref: str = PLACEHOLDER_REF) -> str:
+    """The README model card: YAML front matter for the hub (``library_name``, ``license``, ``base_model`` with
+    ``base_model_relation: adapter``, tags), then a human summary; ``ref`` is the reference shown in the usage
+    snippet (the ``hf://`` address once pushed)."""
     metadata = doc.get("metadata", {})
     model = doc.get("model") or {}
     base = (model.get("base") or {}).get("repo")
-    front: dict[str, Any] = {"library_name": "steerplug"}
+    front: dict[str, Any] = {"library_name": "steerplug", "license": metadata.get("license") or "unknown"}
     if base:
         front["base_model"] = base
-    if metadata.get("license"):
-        front["license"] = metadata["license"]
+        front["base_model_relation"] = "adapter"  # applied on top of the unmodified base model, like an adapter
     front["tags"] = ["steerplug", "activation-steering", *metadata.get("tags", [])]
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
              f"# {metadata.get('name', 'recipe')}", ""]
     if metadata.get("description"):
         lines += [metadata["description"], ""]
+    if not metadata.get("license"):
+        lines += ["No license declared: set `metadata.license` in recipe.yaml before sharing.", ""]
     lines += ["| id | op | site | layers | strength |", "| --- | --- | --- | --- | --- |"]
     for item in doc.get("interventions", []):
         lines.append(f"| {item.get('id')} | {item.get('op')} | {item.get('site')} | {item.get('layers', '')} | "
@@ -95,6 +178,13 @@ def render_card(doc: Mapping[str, Any], body: str | None = None, ref: str = "pat
     if body:
         lines += [body.strip(), ""]
     return "\n".join(lines)
+
+
+def card_sections(card: str, drop: str | None = None) -> list[str]:
+    """The ``## ...`` sections of a card's body (what :func:`render_card` takes as ``body``), except the one
+    titled ``drop``."""
+    chunks = card.split("\n## ")
+    return ["## " + chunk.strip() for chunk in chunks[1:] if not (drop and ("## " + chunk).startswith(drop))]
 
 
 def read_card(folder: str | Path) -> dict[str, Any]:

@@ -44,6 +44,11 @@ class RecipeError(SteerplugError, ValueError):
         return cls([Problem(source, pointer, message, hint)])
 
 
+class SequenceError(SteerplugError, RuntimeError):
+    """The engine's evidence does not say where a token sits in its sequence, or contradicts itself; the
+    message says what was seen and what to do. Raised before any layer of the forward runs."""
+
+
 class SiteError(SteerplugError, LookupError):
     """A site cannot be resolved on a model (unknown site, missing module, layer out of range)."""
 

@@ -107,6 +107,22 @@ def render_lock(entries: Mapping[str, LockEntry]) -> str:
     return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+def lock_changes(old: Mapping[str, LockEntry], new: Mapping[str, LockEntry]) -> list[str]:
+    """What differs between a lockfile's entries and fresh ones, one phrase per stale entry."""
+    changes = [f"'{ref}' is not in the lockfile" for ref in new if ref not in old]
+    changes += [f"'{ref}' is locked but no longer used" for ref in old if ref not in new]
+    for ref in [r for r in new if r in old]:
+        before, after = old[ref], new[ref]
+        if before.commit != after.commit:
+            changes.append(f"'{ref}' moved from commit {str(before.commit)[:12]} to {str(after.commit)[:12]}")
+        changed = sorted(f for f in {*before.files, *after.files} if before.files.get(f) != after.files.get(f))
+        if changed:
+            changes.append(f"'{ref}': {', '.join(changed)} changed")
+        elif before.commit == after.commit and before.to_json() != after.to_json():
+            changes.append(f"'{ref}' resolves differently ({after.resolved})")
+    return changes
+
+
 def lock_refs(refs: Iterable[str]) -> dict[str, LockEntry]:
     """Load every reference (downloading and verifying remote ones) and return its lock entry."""
     from steerplug.recipe.load import load_recipe

@@ -45,7 +45,8 @@ def test_card_front_matter_is_hub_metadata(tmp_path: Path) -> None:
     path = write_bundle(tmp_path / "b", _doc(), {"vectors": {"happy": torch.ones(32)}})
     card = (path.parent / "README.md").read_text()
     front = yaml.safe_load(card.split("---")[1])
-    assert front == {"library_name": "steerplug", "base_model": "org/tiny", "license": "apache-2.0",
+    assert front == {"library_name": "steerplug", "base_model": "org/tiny", "base_model_relation": "adapter",
+                     "license": "apache-2.0",
                      "tags": ["steerplug", "activation-steering", "sentiment"]}
     assert "| v | add | resid_post | [0, 1] | 2.0 |" in card
 

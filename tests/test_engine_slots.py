@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from steerplug.engines.slots import STREAM_SITES, TokenFeed, compile_points, placement_problems, steer_tokens
-from steerplug.engines.token_masks import TokenActivation, TokenLayout, activation_mask, schedule_weight
 from steerplug.engines.vllm_sites import install
 from steerplug.errors import RecipeError
 from steerplug.plugins import get_plugins
@@ -31,28 +30,29 @@ SCHEDULES = [None, Schedule(start=1, stop=4), Schedule(start=0, stop=5, decay="l
              Schedule(start=2, decay="exponential", rate=0.5)]
 
 
-def _layout_pair(seed: int = 0) -> tuple[ForwardContext, TokenLayout]:
-    """The same tokens as a padded ``[B, T]`` runtime context and as a flat ``[N]`` layout."""
+def _layout_pair(seed: int = 0) -> tuple[ForwardContext, ForwardContext]:
+    """The same tokens as a padded ``[B, T]`` context and as the flat ``[N]`` one the vLLM adapter builds."""
     g = torch.Generator().manual_seed(seed)
     batch, length = 4, 7
     prompt = torch.randint(1, 9, (batch,), generator=g)
     start = torch.randint(0, 9, (batch,), generator=g)  # prefill chunks and decode steps alike
     positions = start[:, None] + torch.arange(length)
     valid = torch.rand(batch, length, generator=g) > 0.2
-    ctx = ForwardContext.of(positions, valid, prompt)
-    flat = TokenLayout(positions.flatten(), prompt.repeat_interleave(length), valid.flatten())
-    return ctx, flat
+    rows = ForwardContext.of(positions, valid, prompt)
+    flat = ForwardContext(positions=positions.flatten(), batch=batch * length, length=1, device=positions.device,
+                          valid=valid.flatten(), prompt_end=prompt.repeat_interleave(length))
+    return rows, flat
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("spec", SPECS, ids=str)
-def test_flat_masks_equal_the_runtime_masks(spec: Any, schedule: Schedule | None) -> None:
-    ctx, flat = _layout_pair()
+def test_flat_masks_equal_the_row_masks(spec: Any, schedule: Schedule | None) -> None:
+    rows, flat = _layout_pair()
     activation = Activation(spec, schedule)
-    token = TokenActivation.of(activation)
-    assert torch.equal(activation_mask(token, flat), activation.mask(ctx).flatten())
+    assert torch.equal(activation.mask(flat), activation.mask(rows).flatten())
     if activation.decays:
-        assert torch.equal(schedule_weight(token, flat), runtime_weight(activation.schedule, ctx).flatten())
+        want = runtime_weight(activation.schedule, rows).flatten()
+        assert torch.equal(runtime_weight(activation.schedule, flat), want)
 
 
 def _recipes() -> list[tuple[int, Any]]:
@@ -104,7 +104,8 @@ def test_each_token_gets_exactly_its_own_recipe() -> None:
     for entries in points.values():
         got = steer_tokens(x, positions, entries, slot, prompt_end, gain)
         for t in range(n):
-            ctx = ForwardContext.of(positions[t].view(1, 1), torch.ones(1, 1, dtype=torch.bool), prompt_end[t].view(1))
+            ctx = ForwardContext.of(positions[t].view(1, 1), torch.ones(1, 1, dtype=torch.bool),
+                                    prompt_end[t].view(1))
             want = x[t:t + 1]
             for entry in entries:
                 if entry.slot != int(slot[t]):

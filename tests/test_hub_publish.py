@@ -19,6 +19,7 @@ from steerplug.errors import RecipeError, SteerplugError
 from steerplug.hub.publish import pull_bundle, push_bundle
 from tests.helpers.hub import FakeHfApi, isolate, make_bundle
 from tests.helpers.models import tiny_llama
+from tests.test_extract import NEGATIVE, POSITIVE, word_tokenizer
 
 
 @pytest.fixture
@@ -163,3 +164,54 @@ def test_cli_push_pull_list_print_how_to_use(env, tmp_path, capsys) -> None:
     assert '"ref": "hf://alice/happy"' in capsys.readouterr().out
     assert main(["pull", "hf://alice/missing"]) == 1
     assert "not in the local cache and HF_HUB_OFFLINE is set" in capsys.readouterr().err
+
+
+def test_push_with_the_network_down_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+    import socket
+
+    from huggingface_hub import constants
+
+    isolate(monkeypatch, tmp_path)
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there: connection refused, at once
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    bundle = make_bundle(tmp_path / "bundle")
+    assert main(["push", str(bundle), "hf://alice/happy"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "cannot reach the Hugging Face Hub for 'alice/happy'" in err and "check your connection" in err
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert main(["push", str(bundle), "hf://alice/happy"]) == 1
+    assert capsys.readouterr().err == ("hf://alice/happy: /: this needs the Hugging Face Hub for 'alice/happy', but "
+                                       "HF_HUB_OFFLINE is set (unset HF_HUB_OFFLINE to go online)\n")
+
+
+def test_offline_hints_never_contradict_each_other(env, capsys) -> None:
+    assert main(["pull", "hf://alice/missing"]) == 1
+    err = capsys.readouterr().err
+    assert "HF_HUB_OFFLINE is set (unset HF_HUB_OFFLINE once to download it" in err
+    assert "set HF_HUB_OFFLINE=1" not in err
+
+
+def test_pull_without_scheme_suggests_hf(env, capsys) -> None:
+    assert main(["pull", "alice/happy"]) == 1
+    assert capsys.readouterr().err == ("alice/happy: /: no such recipe file or bundle folder (did you mean "
+                                       "hf://alice/happy? hub repos are written hf://owner/repo)\n")
+
+
+def test_pushed_card_has_license_base_model_and_the_real_address(env, tmp_path) -> None:
+    extracted = steerplug.extract(tiny_llama(3), word_tokenizer(), POSITIVE, NEGATIVE, name="happy",
+                                  base_model="org/tiny", license="apache-2.0", out=tmp_path / "b")
+    assert 'steerplug.steer(model, "path/to/this/bundle")' in (tmp_path / "b" / "README.md").read_text()
+    push_bundle(tmp_path / "b", "hf://alice/happy")
+    card = env.api.uploaded[0]["README.md"].decode()
+    front = yaml.safe_load(card.split("---")[1])
+    assert {k: front[k] for k in ("library_name", "license", "base_model", "base_model_relation")} == {
+        "library_name": "steerplug", "license": "apache-2.0", "base_model": "org/tiny",
+        "base_model_relation": "adapter"}
+    assert 'steerplug.steer(model, "hf://alice/happy")' in card and "path/to/this/bundle" not in card
+    assert "## Extraction" in card and extracted.license == "apache-2.0"

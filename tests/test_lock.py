@@ -116,3 +116,25 @@ def test_pull_locked(env) -> None:
     write_hub_snapshot(env.hf_cache, REPO, env.v2)
     assert main(["pull", f"hf://{REPO}", "pulled", "--locked"]) == 0
     assert Path("pulled/vectors.safetensors").read_bytes() == env.v1["vectors.safetensors"]
+
+
+def test_pull_with_locked_between_source_and_folder(env) -> None:
+    Path("steerplug.lock").write_text(render_lock(lock_refs([f"hf://{REPO}"])))
+    assert main(["pull", f"hf://{REPO}", "--locked", "pulled"]) == 0
+    assert Path("pulled/vectors.safetensors").read_bytes() == env.v1["vectors.safetensors"]
+
+
+def test_lock_check_names_the_stale_entry(env, capsys) -> None:
+    assert main(["lock", f"hf://{REPO}", "calm"]) == 0
+    capsys.readouterr()
+    commit2 = write_hub_snapshot(env.hf_cache, REPO, env.v2)
+    make_bundle(Path("recipes/fresh"), name="fresh", seed=4)
+    assert main(["lock", "--check"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert f"steerplug.lock is stale: 'hf://{REPO}' moved from commit {env.commit1[:12]} to {commit2[:12]}" in out
+    assert f"steerplug.lock is stale: 'hf://{REPO}': recipe.yaml, vectors.safetensors changed" in out
+    assert "steerplug.lock is stale: 'fresh' is not in the lockfile" in out
+    assert out[-1] == "run 'steerplug lock' to update it"
+    assert main(["lock", "--check", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["stale"] is True and len(report["changes"]) == 3

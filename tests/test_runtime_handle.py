@@ -92,7 +92,7 @@ def logits_without_steering(model: torch.nn.Module) -> torch.Tensor:
     hooks = [r for r in host.runners.values()]
     for runner in hooks:
         runner.uninstall()
-    host._uninstall_top()
+    host.engine.uninstall()
     try:
         return logits(model)
     finally:
@@ -163,7 +163,7 @@ def test_two_handles_share_hooks_and_detach_independently() -> None:
     second = steerplug.steer(model, recipe(add(seed=4), name="two"))
     assert len(model.model.layers[1]._forward_hooks) == 1
     first.detach()
-    with steerplug.steer(model, recipe(add(seed=4), name="two")):
+    with steerplug.steer(model, recipe(add(seed=4), name="two"), stack=True):  # explicitly stacked
         pass
     second.detach()
     assert torch.equal(logits(model), plain)

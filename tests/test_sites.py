@@ -234,16 +234,19 @@ def test_unknown_model_type_is_a_site_error() -> None:
 
 
 def _cli(*argv: str) -> int:
+    from steerplug.cli.main import add_common_options
+
     parser = argparse.ArgumentParser()
     SITES_COMMAND.configure(parser)
+    add_common_options(parser)
     return SITES_COMMAND.run(parser.parse_args(list(argv)))
 
 
 def test_cli_sites_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
-    assert _cli("gpt2") == 0
+    assert _cli("--model", "gpt2") == 0
     table = capsys.readouterr().out
     assert "attn_heads  0      transformer.h.0.attn.c_proj  input   64" in table
-    assert _cli("gpt2", "--json") == 0
+    assert _cli("--model", "gpt2", "--json") == 0
     document = json.loads(capsys.readouterr().out)
     assert document["model"]["num_layers"] == 2
     assert {"site": "embed", "layer": None, "module": "transformer.wte", "point": "output", "width": 64} in (
@@ -254,7 +257,7 @@ def test_cli_sites_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
 def test_cli_bad_model_is_one_line_and_nonzero(capsys: pytest.CaptureFixture[str]) -> None:
     from steerplug.cli.main import main
 
-    assert main(["sites", "not-a-model"]) != 0
+    assert main(["sites", "--model", "not-a-model"]) != 0
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1 and "unknown model type 'not-a-model'" in captured.err

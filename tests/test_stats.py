@@ -113,10 +113,15 @@ def test_probe_train_writes_a_bundle_whose_probe_reproduces_the_reported_accurac
     data = tmp_path / "labelled.jsonl"
     data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(texts, labels, strict=True)))
     out = tmp_path / "bundle"
-    assert main(["probe", "train", str(tiny_folder), "--data", str(data), "--out", str(out), "--seed", "1"]) == 0
+    assert main(["probe", "train", "--model", str(tiny_folder), "--data", str(data), "--out", str(out),
+                 "--seed", "1"]) == 0
     printed = capsys.readouterr().out
     assert "| layer | held-out accuracy | held-out AUROC |" in printed and "best: layer" in printed
-    assert (out / "probe_layers.png").is_file() and (out / "probe.safetensors").is_file()
+    report = tmp_path / "bundle.report"  # beside the bundle, never inside it: push accepts the bundle
+    assert (report / "probe_layers.png").is_file() and (report / "probe_layers.csv").is_file()
+    from steerplug.bundle import check_bundle
+
+    assert check_bundle(out) == ["README.md", "probe.safetensors", "recipe.yaml"]
     loaded = steerplug.load_recipe(out)
     (probe,) = loaded.spec.probes
     reported = loaded.spec.metadata.annotations["probe_train"]

@@ -103,10 +103,12 @@ def test_unsteered_baseline_has_zero_kl_with_left_padding() -> None:
 def test_sweep_grid_recommendation_and_bundle_rewrite(bundle: Path, tmp_path: Path, scorer_plugin: None) -> None:
     model = tiny_llama(3)
     sha_before = yaml.safe_load((bundle / "recipe.yaml").read_text())["artifacts"]["vectors"]["sha256"]
-    result = sweep(model, word_tokenizer(), bundle, strengths=[0, 2, 60], scorer="says_happy",
-                   settings=GenerationSettings(prompts=("the",), n=4, max_new_tokens=4), progress=False)
+    result = sweep(model, word_tokenizer(), bundle, strengths=[0, 2, 60], scorer="says_happy", positions=["all"],
+                   settings=GenerationSettings(prompts=("the",), n=4, max_new_tokens=4), progress=False,
+                   criteria=Criteria(min_effect=0.0, max_ppl_ratio=None))
     assert [(c.layer, c.strength) for c in result.cells] == [(0, 2.0), (0, 60.0), (1, 2.0), (1, 60.0),
                                                            (2, 2.0), (2, 60.0)]
+    assert {c.positions for c in result.cells} == {"all"}
     assert result.baseline.kl == pytest.approx(0.0, abs=1e-6)
     assert all(c.n_texts == 4 for c in result.cells) and result.recommended in result.cells
     assert hook_count(model) == 0
@@ -115,6 +117,7 @@ def test_sweep_grid_recommendation_and_bundle_rewrite(bundle: Path, tmp_path: Pa
     assert [f.name for f in files] == ["sweep.csv", "sweep.json", "sweep.png"]
     rows = list(csv.DictReader((tmp_path / "out" / "sweep.csv").open()))
     assert rows[0]["layer"] == "baseline" and len(rows) == 7 and "says_happy" in rows[0]
+    assert rows[0]["positions"] == "-" and rows[1]["positions"] == "all"
     assert json.loads((tmp_path / "out" / "sweep.json").read_text())["recommended"]["layer"] == \
         result.recommended.layer  # type: ignore[union-attr]
 
@@ -152,14 +155,15 @@ def test_cli_sweep_writes_tables_and_records(bundle: Path, tmp_path: Path, score
     tiny_llama(3).save_pretrained(folder)
     word_tokenizer().save_pretrained(folder)
     code = main(["sweep", str(bundle), "--model", str(folder), "--scorer", "says_happy", "--layers", "1,2",
-                 "--strengths", "1,30", "--n", "3", "--max-new-tokens", "3", "--prompt", "the", "--quiet"])
+                 "--strengths", "1,30", "--n", "3", "--max-new-tokens", "3", "--prompt", "the", "--positions", "all",
+                 "--min-effect", "0", "--max-ppl-ratio", "0"])
     out = capsys.readouterr().out
-    assert code == 0 and "recommended: layer" in out and "recorded in" in out
+    assert code == 0 and "recommended: positions all, layer" in out and "recorded in" in out
     report = bundle.parent / f"{bundle.name}.sweep"  # beside the bundle: reports are not bundle files
     assert sorted(p.name for p in report.iterdir()) == ["sweep.csv", "sweep.json", "sweep.png"]
     from steerplug.bundle import check_bundle
 
-    assert check_bundle(bundle) == ["README.md", "recipe.yaml", "vectors.safetensors"]
+    assert check_bundle(bundle) == ["README.md", "concept.safetensors", "recipe.yaml", "vectors.safetensors"]
     assert "recommended" in steerplug.load_recipe(bundle).spec.metadata.annotations
 
     code = main(["sweep", str(bundle), "--model", str(folder), "--scorer", "says_hapy"])

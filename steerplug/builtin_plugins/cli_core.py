@@ -10,6 +10,8 @@ from pathlib import Path
 
 from steerplug.cli.args import positive_int
 from steerplug.cli.command import Command
+from steerplug.cli.models import add_model_options, load_from_args
+from steerplug.cli.output import emit
 from steerplug.errors import RecipeError
 from steerplug.hookspecs import hookimpl
 
@@ -17,24 +19,31 @@ from steerplug.hookspecs import hookimpl
 def _configure_validate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE", help="recipe files or bundle folders")
     parser.add_argument("--quiet", "-q", action="store_true", help="print problems only")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per file (valid, problems)")
 
 
 def _run_validate(args: argparse.Namespace) -> int:
     from steerplug.recipe.load import load_recipe
 
     failed = 0
+    report = []
     for file in args.files:
         try:
             recipe = load_recipe(file)
         except RecipeError as exc:
             failed += 1
-            for problem in exc.problems:
-                print(problem)
+            report.append({"file": file, "valid": False, "problems": [str(p) for p in exc.problems]})
+            if not args.json:
+                for problem in exc.problems:
+                    print(problem)
             continue
-        if not args.quiet:
-            count = len(getattr(recipe.spec, "interventions", []))
+        count = len(getattr(recipe.spec, "interventions", []))
+        report.append({"file": file, "valid": True, "apiVersion": recipe.spec.apiVersion, "interventions": count})
+        if not args.quiet and not args.json:
             noun = "intervention" if count == 1 else "interventions"
             print(f"{file}: valid ({recipe.spec.apiVersion}, {count} {noun})")
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
     return 1 if failed else 0
 
 
@@ -50,45 +59,44 @@ def _run_schema(args: argparse.Namespace) -> int:
 
     plugins = builtin_plugins_only() if args.builtin_only else get_plugins()
     if args.write:
-        print(write_schema(args.write, plugins))
+        path = write_schema(args.write, plugins)
+        emit(args, {"written": str(path)}, str(path), quiet=str(path))
     else:
-        sys.stdout.write(render_schema(plugins))
+        sys.stdout.write(render_schema(plugins))  # the schema is JSON already (--json changes nothing)
     return 0
 
 
 def _configure_run(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="'demo', a local model folder or a hub id")
+    add_model_options(parser)
     parser.add_argument("--recipe", required=True, action="append", help="recipe (repeat to compose)")
     parser.add_argument("--prompt", required=True, action="append", help="prompt (repeat for a batch)")
     parser.add_argument("--compare", action="store_true", help="also generate without steering")
+    parser.add_argument("--strength", type=float, help="scale every intervention's strength by this factor")
     parser.add_argument("--max-new-tokens", type=positive_int, default=40)
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", action="store_true", help="print results as JSON")
 
 
 def _run_run(args: argparse.Namespace) -> int:
     from steerplug.cli.generate import generate_texts
-    from steerplug.cli.models import load_causal_lm
     from steerplug.recipe.load import load_recipe
     from steerplug.runtime.steer import steer
 
-    recipes = [load_recipe(r) for r in args.recipe]
-    model, tokenizer = load_causal_lm(args.model)
+    recipes = [load_recipe(r) for r in args.recipe]  # a bad recipe fails before the model loads
+    model, tokenizer = load_from_args(args)
     options = {"max_new_tokens": args.max_new_tokens, "sample": args.sample, "seed": args.seed}
     baseline = generate_texts(model, tokenizer, args.prompt, **options) if args.compare else None
-    with steer(model, recipes):
+    with steer(model, recipes, strength=args.strength):
         steered = generate_texts(model, tokenizer, args.prompt, **options)
     rows = [{"prompt": p, "steered": s, **({"baseline": baseline[i]} if baseline else {})}
             for i, (p, s) in enumerate(zip(args.prompt, steered, strict=True))]
-    if args.json:
-        print(json.dumps(rows, indent=2, ensure_ascii=False))
-        return 0
+    lines = []
     for row in rows:
-        print(f"prompt:   {row['prompt']}")
+        lines.append(f"prompt:   {row['prompt']}")
         if baseline:
-            print(f"baseline: {row['baseline']}")
-        print(f"steered:  {row['steered']}\n")
+            lines.append(f"baseline: {row['baseline']}")
+        lines.append(f"steered:  {row['steered']}\n")
+    emit(args, rows, lines, quiet="\n".join(steered))
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import textwrap
 import time
 from collections.abc import Callable
@@ -34,27 +35,60 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from steerplug.demo import load_demo_model
-    from steerplug.demo_cli import run_demo, shipped_recipes
+    from steerplug.demo_cli import failures, run_demo, shipped_recipes
     from steerplug.errors import SteerplugError
     from steerplug.sweep.measure import GenerationSettings
 
     if args.n < 1 or args.examples < 0:
         raise SteerplugError("--n must be at least 1 and --examples at least 0")
     start = time.perf_counter()
+    if not _stack_is_exact(args.json):
+        return 1
     recipes = args.recipe or shipped_recipes()
     model, tokenizer = load_demo_model()
     settings = GenerationSettings(n=args.n, max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.n)
     rows = run_demo(model, tokenizer, recipes, settings)
     seconds = time.perf_counter() - start
+    broken = failures(rows)
+    for line in broken:
+        print(f"steerplug demo: {line}", file=sys.stderr)
+    if broken:
+        print("steerplug demo: refusing to show results that do not come from working steering; run "
+              "`steerplug doctor`", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps([{"recipe": str(r.recipe.source), "interventions": r.summary, "scorer": r.scorer,
                            "measured": {k: {"baseline": b, "steered": s} for k, (b, s) in r.rates.items()},
                            "examples": {"baseline": r.baseline.texts[:args.examples],
                                         "steered": r.steered.texts[:args.examples]}} for r in rows], indent=2))
         return 0
+    if args.quiet:  # one line per recipe: what it measured
+        for row in rows:
+            print(f"{row.recipe.name}: " + ", ".join(
+                f"{label} {_number(b, label.endswith('sentences'))} -> {_number(s, label.endswith('sentences'))}"
+                for label, (b, s) in row.rates.items()))
+        return 0
     width = args.width or min(120, shutil.get_terminal_size((100, 20)).columns)
     print(_render(rows, model, settings, args.examples, width, seconds))
     return 0
+
+
+def _stack_is_exact(quiet: bool) -> bool:
+    """Run ``steerplug doctor``'s checks first: the demo's numbers mean nothing on a stack that is not exact."""
+    from steerplug.doctor import problems, run_checks, table, versions
+
+    outcomes = run_checks()
+    if all(o.status == "ok" for o in outcomes):
+        if not quiet:
+            print(f"steerplug doctor: {len(outcomes)}/{len(outcomes)} exactness checks passed on "
+                  + ", ".join(f"{k} {v}" for k, v in versions().items() if k in ("torch", "transformers")) + "\n")
+        return True
+    print(table(outcomes), file=sys.stderr)
+    for line in problems(outcomes):
+        print(line, file=sys.stderr)
+    print("steerplug demo: steering is not exact on this stack (see `steerplug doctor`); refusing to run the demo",
+          file=sys.stderr)
+    return False
 
 
 def _render(rows: list[DemoRow], model: Any, settings: GenerationSettings, examples: int, width: int,

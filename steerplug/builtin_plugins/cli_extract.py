@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from steerplug.cli.args import positive_int
 from steerplug.cli.command import Command
+from steerplug.cli.models import add_model_options, load_from_args, model_flags
+from steerplug.cli.output import emit, note, show_progress
 from steerplug.errors import SteerplugError
 from steerplug.hookspecs import hookimpl
 
@@ -33,7 +34,7 @@ def layer_list(text: str) -> int | list[int] | str:
 def _configure(parser: argparse.ArgumentParser) -> None:
     from steerplug.extract import METHODS, POOLINGS
 
-    parser.add_argument("--model", required=True, help="'demo', a local model folder or a hub id")
+    add_model_options(parser)
     data = parser.add_argument_group("examples (two files, or one pairs file)")
     data.add_argument("--positive", type=Path, help="examples showing the concept (.txt: one per line; .jsonl)")
     data.add_argument("--negative", type=Path, help="examples not showing it")
@@ -55,8 +56,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--positions", choices=["all", "prompt", "generated", "last_prompt"], default="all",
                         help="where the written recipe steers (default: all)")
     parser.add_argument("--base-model", help="hub id recorded as base_model (default: --model unless a folder)")
+    parser.add_argument("--license", help="license recorded in the recipe and its model card (e.g. apache-2.0)")
+    parser.add_argument("--no-probe", action="store_true", help="skip the concept probe that sweep scores with")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle in --out")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar, print the recipe path only")
 
 
 def contrast_set(args: argparse.Namespace) -> ContrastSet:
@@ -84,28 +86,33 @@ def base_model_name(model_arg: str, explicit: str | None) -> str | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from steerplug.cli.models import load_causal_lm
+    from steerplug.bundle import check_bundle_target
     from steerplug.extract import extract
 
     data = contrast_set(args)
-    model, tokenizer = load_causal_lm(args.model)
+    check_bundle_target(args.out, args.overwrite)  # before loading anything
     steer = [args.steer_layer] if isinstance(args.steer_layer, int) else args.steer_layer
     if isinstance(steer, str):
         raise SteerplugError("--steer-layer takes comma-separated layer indices")
+    model, tokenizer = load_from_args(args)
     result = extract(model, tokenizer, data, name=args.name, site=args.site, layers=args.layers,
                      method=args.method, pooling=args.pooling, batch_size=args.batch_size,
                      max_length=args.max_length, steer_layers=steer, strength=args.strength, positions=args.positions,
-                     op=args.op,
-                     base_model=base_model_name(args.model, args.base_model),
-                     progress=not args.quiet and sys.stderr.isatty())
+                     op=args.op, base_model=base_model_name(args.model, args.base_model), license=args.license,
+                     probe=not args.no_probe, progress=show_progress(args))
     path = result.write(args.out, overwrite=args.overwrite)
-    if args.quiet:
-        print(path)
-        return 0
-    print(f"{path}: {args.method} vectors for '{args.name}' at {args.site} layers {result.layers or '-'} "
-          f"({len(data.positive)} positive / {len(data.negative)} negative examples); "
-          f"steering layer(s) {result.steer_layers}, strength {result.strength}")
-    print(f"next: steerplug sweep {args.out} --model {args.model} --scorer <name>   (choose layer and strength)")
+    probe = {str(k): v for k, v in result.probe_accuracy().items()}
+    payload = {"recipe": str(path), "method": args.method, "site": args.site, "layers": result.layers,
+               "steer_layers": result.steer_layers, "strength": result.strength, "positive": len(data.positive),
+               "negative": len(data.negative), "probe_accuracy": probe}
+    lines = [f"{path}: {args.method} vectors for '{args.name}' at {args.site} layers {result.layers or '-'} "
+             f"({len(data.positive)} positive / {len(data.negative)} negative examples); "
+             f"steering layer(s) {result.steer_layers}, strength {result.strength}"]
+    if probe:
+        lines.append("concept probe held-out accuracy by layer: "
+                     + ", ".join(f"{layer}: {acc:.2f}" for layer, acc in probe.items()))
+    emit(args, payload, lines, quiet=str(path))
+    note(args, f"next: steerplug sweep {args.out} {model_flags(args)}   (choose positions, layer and strength)")
     return 0
 
 

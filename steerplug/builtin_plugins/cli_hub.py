@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 from steerplug.cli.command import Command
+from steerplug.cli.output import emit
 from steerplug.errors import SteerplugError
 from steerplug.hookspecs import hookimpl
 from steerplug.lock import LOCK_FILE
@@ -24,8 +24,8 @@ def _run_push(args: argparse.Namespace) -> int:
     from steerplug.hub.publish import push_bundle
 
     pinned = push_bundle(args.bundle, args.target, private=args.private or None, message=args.message)
-    print(f"pushed {args.bundle} to {pinned}")
-    print(f'use it:  steerplug.steer(model, "{pinned}")')
+    emit(args, {"bundle": str(args.bundle), "pinned": pinned},
+         [f"pushed {args.bundle} to {pinned}", f'use it:  steerplug.steer(model, "{pinned}")'], quiet=pinned)
     return 0
 
 
@@ -50,14 +50,15 @@ def _run_pull(args: argparse.Namespace) -> int:
     recipe, folder = pull_bundle(args.source, args.dir, overwrite=args.overwrite,
                                  locked=args.lockfile if args.locked else None)
     commit = recipe.origin.get("commit")
-    print(f"pulled {args.source}" + (f" (commit {commit})" if commit else "") + f" into {folder}")
     use = recipe.name if args.dir is None else str(folder)
-    print(f'use it:  steerplug.steer(model, "{use}")')
+    emit(args, {"source": args.source, "folder": str(folder), "commit": commit, "name": recipe.name},
+         [f"pulled {args.source}" + (f" (commit {commit})" if commit else "") + f" into {folder}",
+          f'use it:  steerplug.steer(model, "{use}")'], quiet=str(folder))
     return 0
 
 
 def _configure_list(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    """``list`` takes only the common --json / --quiet."""
 
 
 def _run_list(args: argparse.Namespace) -> int:
@@ -67,8 +68,9 @@ def _run_list(args: argparse.Namespace) -> int:
     dropins = [{"name": d.name, "path": str(d.path), "shadowed": d.shadowed, "metadata_name": _meta_name(d.path)}
                for d in list_dropins()]
     cached = [{"ref": e.ref, "folder": str(e.folder), **e.origin} for e in list_cache()]
-    if args.json:
-        print(json.dumps({"dropins": dropins, "cache": cached}, indent=2, sort_keys=True))
+    if args.json or args.quiet:
+        names = [str(d["name"]) for d in dropins] + [str(c["ref"]) for c in cached]
+        emit(args, {"dropins": dropins, "cache": cached}, "", quiet="\n".join(names) or None)
         return 0
     print("drop-in recipes (searched in order: " + ", ".join(str(f) for f in dropin_folders()) + ")")
     if not dropins:
@@ -106,22 +108,29 @@ def _configure_lock(parser: argparse.ArgumentParser) -> None:
 
 def _run_lock(args: argparse.Namespace) -> int:
     from steerplug.hub.dropin import list_dropins
-    from steerplug.lock import lock_refs, read_lock, read_lock_bytes, render_lock
+    from steerplug.lock import lock_changes, lock_refs, read_lock, read_lock_bytes, render_lock
 
     previous = read_lock_bytes(args.lockfile).decode("utf-8", errors="replace") if args.lockfile.exists() else None
     refs = list(args.refs)
     if not refs:
         refs = sorted({d.name for d in list_dropins()} | (set(read_lock(args.lockfile)) if previous else set()))
-    text = render_lock(lock_refs(refs))
+    fresh = lock_refs(refs)
+    text = render_lock(fresh)
     if args.check:
+        changes = lock_changes(read_lock(args.lockfile), fresh) if previous else [f"{args.lockfile} does not exist"]
+        if previous and not changes and text != previous:
+            changes = [f"{args.lockfile} was written by another steerplug version"]
         stale = text != previous
-        print(f"{args.lockfile} is " + ("stale: run 'steerplug lock'" if stale else "up to date"))
+        lines = [f"{args.lockfile} is stale: {change}" for change in changes] + ["run 'steerplug lock' to update it"]
+        emit(args, {"lockfile": str(args.lockfile), "stale": stale, "changes": changes},
+             lines if stale else f"{args.lockfile} is up to date", quiet="stale" if stale else None)
         return 1 if stale else 0
     try:
         args.lockfile.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise SteerplugError(f"cannot write {args.lockfile}: {exc.strerror}") from None
-    print(f"locked {len(refs)} recipe(s) in {args.lockfile}")
+    emit(args, {"lockfile": str(args.lockfile), "refs": sorted(fresh)},
+         f"locked {len(refs)} recipe(s) in {args.lockfile}", quiet=str(args.lockfile))
     return 0
 
 

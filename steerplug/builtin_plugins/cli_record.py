@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from steerplug.cli.command import Command
+from steerplug.cli.models import add_model_options, load_from_args
+from steerplug.cli.output import check_new_file, emit
 from steerplug.datafiles import output_folder
 from steerplug.errors import SteerplugError
 from steerplug.hookspecs import hookimpl
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="'demo', a local model folder or a hub id (cached)")
+    add_model_options(parser)
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--sites", nargs="+", metavar="SITE=LAYERS",
                        help="sites to record, e.g. resid_post=2,3 mlp_act=all final_norm")
@@ -30,6 +32,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     prompt.add_argument("--prompt", help="prompt text (encoded with the model's tokenizer)")
     prompt.add_argument("--token-ids", type=_token_ids, help="prompt token ids, comma-separated")
     parser.add_argument("--out", required=True, help="output folder (or .safetensors file)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing recording")
 
 
 def parse_sites(items: list[str]) -> dict[str, Any]:
@@ -60,19 +63,22 @@ def _token_ids(text: str) -> list[int]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from steerplug.cli.models import load_causal_lm
-    from steerplug.recording import record
+    from steerplug.recording import RECORDING_FILE, record
 
-    model, tokenizer = load_causal_lm(args.model)  # user mistakes raise SteerplugError: cli.main reports them
+    out = Path(args.out)
+    target = out if out.suffix == ".safetensors" else out / RECORDING_FILE
+    check_new_file(target, args.overwrite, "recording")  # before loading anything
+    sites = parse_sites(args.sites) if args.sites else args.recipe_sites
+    model, tokenizer = load_from_args(args)  # user mistakes raise SteerplugError: cli.main reports them
     ids = args.token_ids if args.token_ids is not None else list(tokenizer(args.prompt)["input_ids"])
     vocabulary = int(model.get_input_embeddings().num_embeddings)
     outside = [i for i in ids if i >= vocabulary]
     if outside:
         raise SteerplugError(f"--token-ids: {outside[0]} is outside the vocabulary (0..{vocabulary - 1})")
-    sites = parse_sites(args.sites) if args.sites else args.recipe_sites
-    out = Path(args.out)
-    path = record(model, sites, ids).save(out if out.suffix == ".safetensors" else output_folder(out))
-    print(f"wrote {path} ({len(ids)} positions)")
+    output_folder(target.parent)
+    path = record(model, sites, ids).save(target)
+    emit(args, {"recording": str(path), "positions": len(ids), "input_ids": ids},
+         f"wrote {path} ({len(ids)} positions)", quiet=str(path))
     return 0
 
 

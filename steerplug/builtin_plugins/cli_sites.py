@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from collections.abc import Callable
 
 from steerplug.cli.command import Command
+from steerplug.cli.models import add_model_options, model_options
+from steerplug.cli.output import emit
 from steerplug.hookspecs import hookimpl
+from steerplug.models import remote_code_warning
 from steerplug.sites.base import SiteBinding
 
 COLUMNS = ("site", "layer", "module", "point", "width")
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="local model directory, or a model_type name for a tiny random model")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_model_options(parser, positional_alias=True, weights=False,
+                      model_help="'demo', a checkpoint folder, a hub id (config only), or a model_type name for a "
+                                 "tiny random model")
 
 
 def _row(binding: SiteBinding) -> dict[str, object]:
@@ -44,19 +48,17 @@ def _run(args: argparse.Namespace) -> int:
     from steerplug.sites.adapter import resolve_adapter
     from steerplug.sites.tiny import load_model_for_sites
 
-    model = load_model_for_sites(args.model)  # user mistakes raise SiteError: cli.main prints one line
+    options = model_options(args)
+    if options.trust_remote_code:
+        print(f"warning: {remote_code_warning(options.model)}", file=sys.stderr)
+    # user mistakes raise SiteError: cli.main prints one line
+    model = load_model_for_sites(options.model, revision=options.revision, trust_remote_code=options.trust_remote_code)
     adapter = resolve_adapter(model)
     rows = [_row(b) for b in adapter.available()]
     info = adapter.info
-    if args.json:
-        document = {"model": {**info.__dict__, "architectures": list(info.architectures)}, "sites": rows}
-        print(json.dumps(document, indent=2))
-    else:
-        print(
-            f"{info.model_type} ({', '.join(info.architectures)}): hidden {info.hidden_size}, "
-            f"{info.num_layers} layers"
-        )
-        print(format_table(rows))
+    document = {"model": {**info.__dict__, "architectures": list(info.architectures)}, "sites": rows}
+    head = f"{info.model_type} ({', '.join(info.architectures)}): hidden {info.hidden_size}, {info.num_layers} layers"
+    emit(args, document, [head, format_table(rows)], quiet=format_table(rows))
     return 0
 
 

@@ -8,13 +8,15 @@ from pathlib import Path
 
 from steerplug.cli.args import positive_int
 from steerplug.cli.command import Command
+from steerplug.cli.models import add_model_options, load_from_args
+from steerplug.cli.output import check_output_folder, emit, show_progress
 from steerplug.hookspecs import hookimpl
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     from steerplug.monitors.survey import DEFAULT_SITES
 
-    parser.add_argument("model", help="'demo', a local model folder or a hub id")
+    add_model_options(parser, positional_alias=True)
     parser.add_argument("--data", required=True, help="texts: .jsonl with a 'text' field, or .txt (one per line)")
     parser.add_argument("--out", type=Path, default=Path("stats"), help="output folder (default: ./stats)")
     parser.add_argument("--sites", nargs="+", default=list(DEFAULT_SITES), help="canonical sites to survey")
@@ -24,12 +26,10 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=1e-3, help="|x| <= threshold counts as near zero")
     parser.add_argument("--top-k", type=positive_int, default=10, help="massive activations kept per site and layer")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)  # 0.1 spelling: bars only
 
 
 def _run(args: argparse.Namespace) -> int:
-    from steerplug.cli.models import load_causal_lm
     from steerplug.errors import SteerplugError
     from steerplug.monitors.data import read_records
     from steerplug.monitors.report import write_survey
@@ -40,26 +40,31 @@ def _run(args: argparse.Namespace) -> int:
     if unknown:
         raise SteerplugError(f"unknown site '{unknown[0]}' (expected one of: {', '.join(SITES)})")
     texts = [r["text"] for r in read_records(args.data)][: args.limit]
-    model, tokenizer = load_causal_lm(args.model, device=args.device)
+    check_output_folder(args.out)  # before loading anything
+    model, tokenizer = load_from_args(args)
     result = survey(model, tokenizer, texts, sites=args.sites, batch_size=args.batch_size, threshold=args.threshold,
-                    top_k=args.top_k, max_length=args.max_length, progress=not args.no_progress)
+                    top_k=args.top_k, max_length=args.max_length, progress=show_progress(args))
     paths = write_survey(result, args.out, plots=not args.no_plots, title=str(args.model))
-    _print_table(result.rows)
+    lines = _table(result.rows)
     if result.skipped:
-        print(f"skipped (not on this model): {', '.join(result.skipped)}")
+        lines.append(f"skipped (not on this model): {', '.join(result.skipped)}")
     for entry in [t for t in result.top if t["rank"] == 1 and t["site"] == "resid_post"][-3:]:
-        print(f"massive: resid_post[{entry['layer']}] {entry['value']:+.3f} at token {entry['text']!r} "
-              f"channel {entry['channel']}")
-    print("wrote " + ", ".join(str(p) for p in paths))
+        lines.append(f"massive: resid_post[{entry['layer']}] {entry['value']:+.3f} at token {entry['text']!r} "
+                     f"channel {entry['channel']}")
+    lines.append("wrote " + ", ".join(str(p) for p in paths))
+    emit(args, {"stats": result.rows, "massive": result.top, "skipped": result.skipped,
+                "files": [str(p) for p in paths]}, lines, quiet=str(args.out))
     return 0
 
 
-def _print_table(rows: list[dict]) -> None:
-    print(f"{'site':<12}{'layer':>6}{'max_abs':>10}{'mean':>10}{'std':>10}{'rms':>10}{'kurtosis':>10}{'sparsity':>10}")
+def _table(rows: list[dict]) -> list[str]:
+    lines = [f"{'site':<12}{'layer':>6}{'max_abs':>10}{'mean':>10}{'std':>10}{'rms':>10}{'kurtosis':>10}"
+             f"{'sparsity':>10}"]
     for row in rows:
         layer = "" if row["layer"] is None else row["layer"]
-        print(f"{row['site']:<12}{layer:>6}{row['max_abs']:>10.3f}{row['mean']:>10.4f}{row['std']:>10.4f}"
-              f"{row['rms']:>10.4f}{row['kurtosis']:>10.3f}{row['sparsity']:>10.4f}")
+        lines.append(f"{row['site']:<12}{layer:>6}{row['max_abs']:>10.3f}{row['mean']:>10.4f}{row['std']:>10.4f}"
+                     f"{row['rms']:>10.4f}{row['kurtosis']:>10.3f}{row['sparsity']:>10.4f}")
+    return lines
 
 
 @hookimpl(trylast=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from steerplug.errors import RecipeError
@@ -11,6 +12,8 @@ from steerplug.recipe.sources import OpenedRecipe
 
 BUNDLE_RECIPE_NAMES = ("recipe.yaml", "recipe.yml", "recipe.json")
 RECIPE_SUFFIXES = (".yaml", ".yml", ".json")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+"""``owner/name``: what a hub repo id looks like when the ``hf://`` scheme was forgotten."""
 
 
 def _looks_like_path(ref: str) -> bool:
@@ -23,6 +26,9 @@ def steerplug_open_recipe(ref: str, max_bytes: int) -> OpenedRecipe | None:
     if "://" in ref or not _looks_like_path(ref):
         return None
     path = Path(ref).expanduser()
+    if not path.exists() and HUB_ID.fullmatch(ref):
+        raise RecipeError.single(ref, "", "no such recipe file or bundle folder",
+                                 f"did you mean hf://{ref}? hub repos are written hf://owner/repo")
     if path.is_dir():
         found = next((path / n for n in BUNDLE_RECIPE_NAMES if (path / n).is_file()), None)
         if found is None:

@@ -22,10 +22,12 @@ def demo_model_path() -> Path:
     return Path(__file__).resolve().parent / "assets"
 
 
-def load_demo_model(device: str = "cpu", path: str | Path | None = None) -> tuple[Any, Any]:
+def load_demo_model(device: str = "cpu", path: str | Path | None = None, *, dtype: Any = None,
+                    device_map: Any = None) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` with ``from_pretrained`` from ``path`` (default: the shipped model).
 
-    The model is put on ``device`` in eval mode.
+    The model is put on ``device`` (or placed by ``device_map``) in eval mode; ``dtype`` defaults to the
+    stored float32.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -33,9 +35,12 @@ def load_demo_model(device: str = "cpu", path: str | Path | None = None) -> tupl
     folder = str(path or demo_model_path())
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a 1 MB model needs no "Loading weights" bar on stderr
+    extra = {"device_map": device_map} if device_map is not None else {}
     try:
-        model: Any = AutoModelForCausalLM.from_pretrained(folder)
+        model: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or "auto", **extra)
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-    return model.to(device).eval(), AutoTokenizer.from_pretrained(folder)
+    if device_map is None:
+        model = model.to(device)
+    return model.eval(), AutoTokenizer.from_pretrained(folder)

@@ -19,6 +19,10 @@ from steerplug.sweep.scorers import Scorer
 
 RECIPES_ENV = "STEERPLUG_RECIPES"
 QUALITY_SCORER = "grammatical"
+MIN_EFFECT = 0.10
+"""The smallest rise of a recipe's concept rate that counts as a measurable effect (10 points)."""
+MIN_FLUENCY = 0.5
+"""Steered grammaticality below this fraction of the baseline's counts as broken text."""
 
 
 def shipped_recipes() -> list[Path]:
@@ -90,3 +94,19 @@ def run_demo(model: Any, tokenizer: Any, recipes: Sequence[str | Path], settings
         rates["KL to unsteered, nats/token"] = (baseline.kl, steered.kl)
         rows.append(DemoRow(recipe, describe(recipe), scorer.name, baseline, steered, rates))
     return rows
+
+
+def failures(rows: Sequence[DemoRow]) -> list[str]:
+    """One line per recipe whose measurements show no effect, or broken text: the demo must not present those
+    as steering."""
+    found = []
+    for row in rows:
+        before, after = row.rates[f"{row.scorer} sentences"]
+        if after - before < MIN_EFFECT:
+            found.append(f"{row.recipe.name}: no measurable effect ({row.scorer} sentences {100 * before:.0f}% -> "
+                         f"{100 * after:.0f}%, needs +{100 * MIN_EFFECT:.0f} points); steering is not working here")
+        fluent = row.rates.get("grammatical sentences")
+        if fluent is not None and fluent[1] < MIN_FLUENCY * fluent[0]:
+            found.append(f"{row.recipe.name}: the steered text is broken (grammatical sentences "
+                         f"{100 * fluent[0]:.0f}% -> {100 * fluent[1]:.0f}%)")
+    return found

@@ -27,8 +27,6 @@ from steerplug.errors import Problem, RecipeError, SteerplugError, did_you_mean,
 from steerplug.recipe.load import Recipe, load_recipe
 from steerplug.runtime.masks import Activation
 
-from .token_masks import TokenActivation, depends_on_prompt_end
-
 if TYPE_CHECKING:
     from steerplug.plugins import Plugins
 
@@ -214,7 +212,7 @@ class Allowlist:
 def _served(slot: int, recipe: Recipe) -> Served:
     digest = recipe.origin.get("recipe_sha256") or hashlib.sha256(
         json.dumps(recipe.to_dict(), sort_keys=True).encode()).hexdigest()
-    dependent = any(depends_on_prompt_end(TokenActivation.of(Activation(item.positions, item.schedule)))
+    dependent = any(Activation(item.positions, item.schedule).needs_boundary
                     for item in recipe.spec.interventions if item.enabled)  # type: ignore[attr-defined]
     return Served(recipe.name, slot, recipe, digest, dependent)
 

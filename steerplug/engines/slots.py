@@ -17,6 +17,7 @@ input hook on layer ``k``; within a site, interventions run in declared order.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -27,11 +28,10 @@ import torch
 from steerplug.errors import Problem, RecipeError, json_pointer
 from steerplug.ops.base import Edit, OpTarget
 from steerplug.runtime.binding import binding_problems, resolve_layers
-from steerplug.runtime.masks import Activation
+from steerplug.runtime.context import ForwardContext
+from steerplug.runtime.masks import Activation, schedule_weight
 from steerplug.runtime.vectors import resolve_vector
 from steerplug.sites.base import ModelInfo, SiteBinding
-
-from .token_masks import TokenActivation, TokenLayout, activation_mask, schedule_weight
 
 if TYPE_CHECKING:
     from steerplug.plugins import Plugins
@@ -49,7 +49,7 @@ class SlotEntry:
     label: str
     """``recipe/intervention at site[layer]``, for messages."""
     edit: Edit
-    activation: TokenActivation
+    activation: Activation
     strength: torch.Tensor
     """0-dim, on the layer's device and dtype."""
 
@@ -121,7 +121,7 @@ def _compile_one(slot: int, recipe: Recipe, index: int, item: object, layer: int
                       source=recipe.source, pointer=json_pointer(["interventions", index]), recipe=recipe)
     edit = plugins.operations[item.op].compile(item, target)  # type: ignore[attr-defined]
     return SlotEntry(slot=slot, label=f"{recipe.name}/{item.id} at {binding.label}",  # type: ignore[attr-defined]
-                     edit=edit, activation=TokenActivation.of(Activation(item.positions, item.schedule)),  # type: ignore[attr-defined]
+                     edit=edit, activation=Activation(item.positions, item.schedule),  # type: ignore[attr-defined]
                      strength=torch.tensor(item.strength, device=device, dtype=dtype))  # type: ignore[attr-defined]
 
 
@@ -130,25 +130,31 @@ def steer_tokens(x: torch.Tensor, positions: torch.Tensor, entries: Sequence[Slo
     """Apply ``entries`` to the stream ``x`` ``[N, hidden]``, each token only its own slot's edits.
 
     ``positions`` ``[N]`` are the tokens' absolute positions; ``slot``, ``prompt_end`` and ``gain`` are the
-    per-token buffers (at least ``N`` long; the first ``N`` are read). Pure tensor code: no host sync.
+    per-token buffers (at least ``N`` long; the first ``N`` are read). Masks and schedule weights are the
+    runtime's (:mod:`steerplug.runtime.masks`) on a flat :class:`ForwardContext` whose valid tokens are the
+    slot's own. Pure tensor code: no host sync.
     """
-    n = x.shape[0]
+    n = int(x.shape[0])
     slot, prompt_end, gain = slot[:n], prompt_end[:n], gain[:n]
-    masks: dict[tuple[int, str], torch.Tensor] = {}
+    contexts: dict[int, ForwardContext] = {}
     for entry in entries:
-        key = (entry.slot, entry.activation.key)
-        mask = masks.get(key)
-        if mask is None:
-            mine = slot == entry.slot
-            mask = mine if entry.activation.everywhere else activation_mask(
-                entry.activation, TokenLayout(positions, prompt_end, mine))
-            masks[key] = mask
+        ctx = contexts.get(entry.slot)
+        if ctx is None:
+            ctx = contexts[entry.slot] = ForwardContext(positions=positions, batch=n, length=1, device=x.device,
+                                                        valid=slot == entry.slot, prompt_end=prompt_end)
+        activation = entry.activation
+        mask = ctx.valid if activation.everywhere else ctx.cached(activation.mask_key, x.device, activation.mask)
         alpha = entry.strength * gain
-        if entry.activation.decays:
-            weight = schedule_weight(entry.activation, TokenLayout(positions, prompt_end, mask))
+        if activation.decays:
+            weight = ctx.cached(("weight", activation.key), x.device, functools.partial(_weight, activation))
             alpha = alpha * weight.to(x.dtype)
         x = torch.where(mask[:, None], entry.edit(x, alpha[:, None]), x)
     return x
+
+
+def _weight(activation: Activation, ctx: ForwardContext) -> torch.Tensor:
+    assert activation.schedule is not None
+    return schedule_weight(activation.schedule, ctx)
 
 
 class TokenFeed:

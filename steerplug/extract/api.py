@@ -6,12 +6,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 
 from steerplug.errors import SiteError, SteerplugError
+from steerplug.extract import evidence
 from steerplug.extract.data import ContrastSet
 from steerplug.extract.methods import METHODS, method_function
 from steerplug.extract.pooling import POOLINGS, PooledRecorder
@@ -19,6 +20,9 @@ from steerplug.recipe.spec import ID_PATTERN
 from steerplug.runtime.binding import resolve_layers
 from steerplug.sites.adapter import resolve_adapter
 from steerplug.sites.base import UNLAYERED_SITES, ModelInfo, SiteBinding
+
+if TYPE_CHECKING:
+    from steerplug.recipe.load import Recipe
 
 ARTIFACT = "vectors"
 """Name of the artifact (``vectors.safetensors``) holding the tensors ``<name>.<layer>``."""
@@ -46,6 +50,9 @@ class Extraction:
     """For ``clamp``: the mean coordinate of the concept examples' pooled activations along the unit vector."""
     base: dict[str, str] | None = None
     facts: dict[int | None, dict[str, float]] = field(default_factory=dict)
+    probes: dict[int | None, evidence.ConceptProbe] = field(default_factory=dict)
+    """The concept probe of each layer (see :mod:`steerplug.extract.evidence`); empty with ``probe=False``."""
+    license: str | None = None
 
     @property
     def layers(self) -> list[int]:
@@ -62,7 +69,14 @@ class Extraction:
         table = {self.tensor_name(layer): v for layer, v in self.vectors.items()}
         for layer, level in self.levels.items():
             table[self._level_name(layer)] = torch.tensor([level])
-        return {ARTIFACT: table}
+        tables = {ARTIFACT: table}
+        if self.probes:
+            tables[evidence.ARTIFACT] = evidence.probe_tensors(self.name, self.probes)
+        return tables
+
+    def probe_accuracy(self) -> dict[int | None, float]:
+        """Held-out accuracy of the concept probe at each layer."""
+        return {layer: probe.accuracy for layer, probe in self.probes.items()}
 
     def _level_name(self, layer: int | None) -> str:
         return f"{self.name}_level" if layer is None else f"{self.name}_level.{layer}"
@@ -81,13 +95,17 @@ class Extraction:
                                  "num_layers": self.info.num_layers}
         if self.base:
             model["base"] = dict(self.base)
+        annotations: dict[str, Any] = {"extract": self.provenance()}
+        if self.probes:
+            annotations[evidence.ANNOTATION] = evidence.probe_annotation(self.name, self.site, self.pooling,
+                                                                         self.probes)
         return {
             "apiVersion": "steerplug/v1", "kind": "Recipe",
-            "metadata": {"name": self.name, "version": "0.1.0",
+            "metadata": {"name": self.name, "version": "0.1.0", **({"license": self.license} if self.license else {}),
                          "description": f"Steer towards '{self.name}': {self.method} vectors at {self.site}, "
                                         f"extracted from contrastive examples with steerplug extract.",
                          "tags": ["extracted", self.method],
-                         "annotations": {"extract": self.provenance()}},
+                         "annotations": annotations},
             "model": model,
             "interventions": [intervention],
         }
@@ -112,11 +130,21 @@ class Extraction:
                  "| set | examples | sha256 | source |", "| --- | --- | --- | --- |"]
         for side, source in self.data.sources.items():
             lines.append(f"| {side} | {source.count} | `{source.sha256}` | {source.origin} |")
-        lines += ["", "| layer | vector norm | notes |", "| --- | --- | --- |"]
+        lines += ["", "| layer | vector norm | concept probe held-out accuracy | notes |", "| --- | --- | --- | --- |"]
         for layer, vector in self.vectors.items():
             notes = ", ".join(f"{k} {v:.4g}" for k, v in self.facts.get(layer, {}).items())
-            lines.append(f"| {layer if layer is not None else '-'} | {float(vector.norm()):.4g} | {notes} |")
+            probe = self.probes.get(layer)
+            accuracy = f"{probe.accuracy:.3f} ({probe.n_test} held out)" if probe else "-"
+            name = layer if layer is not None else "-"
+            lines.append(f"| {name} | {float(vector.norm()):.4g} | {accuracy} | {notes} |")
         return "\n".join(lines)
+
+    @property
+    def recipe(self) -> Recipe:
+        """The recipe this extraction writes, in memory: ``steerplug.steer(model, result)`` uses it."""
+        from steerplug.bundle import in_memory_recipe
+
+        return in_memory_recipe(self.document(), self.tensors(), source=f"<extracted {self.name}>")
 
     def write(self, folder: str | Path, overwrite: bool = False) -> Path:
         """Write the bundle (``recipe.yaml``, ``vectors.safetensors``, ``README.md``); return the recipe path."""
@@ -131,7 +159,7 @@ def extract(model: torch.nn.Module, tokenizer: Any, positive: Sequence[str] | Co
             layers: int | Sequence[int] | str | None = None, method: str = "mean_diff", pooling: str = "last",
             paired: bool = False, batch_size: int = 16, max_length: int | None = None,
             steer_layers: Sequence[int] | None = None, strength: float = 1.0, positions: str = "all",
-            op: str = "add", base_model: str | None = None,
+            op: str = "add", base_model: str | None = None, license: str | None = None, probe: bool = True,
             out: str | Path | None = None, overwrite: bool = False, progress: bool = False) -> Extraction:
     """Extract steering vectors for a concept from contrastive examples.
 
@@ -140,9 +168,15 @@ def extract(model: torch.nn.Module, tokenizer: Any, positive: Sequence[str] | Co
     the attention mask. ``steer_layers`` (default: the middle extracted layer), ``strength`` and ``positions``
     are what the written recipe applies; ``steerplug sweep`` can choose better ones. ``op="clamp"`` writes a
     recipe that sets the coordinate along each layer's unit vector to the concept level (the mean coordinate
-    of the positive examples' pooled activations) instead of adding the vector. With ``out``, the bundle is
-    written.
+    of the positive examples' pooled activations) instead of adding the vector. ``probe`` also fits a concept
+    probe per layer on the same activations, with held-out accuracy, for ``sweep`` without a scorer
+    (:mod:`steerplug.extract.evidence`). With ``out``, the bundle is written (an existing non-empty ``out``
+    is refused before any work unless ``overwrite``).
     """
+    if out is not None:
+        from steerplug.bundle import check_bundle_target
+
+        check_bundle_target(Path(out), overwrite)
     data = positive if isinstance(positive, ContrastSet) else ContrastSet.from_lists(
         list(positive), list(negative or []), paired)
     _check_options(name, method, pooling, data, batch_size)
@@ -157,15 +191,20 @@ def extract(model: torch.nn.Module, tokenizer: Any, positive: Sequence[str] | Co
     vectors: dict[int | None, torch.Tensor] = {}
     facts: dict[int | None, dict[str, float]] = {}
     levels: dict[int | None, float] = {}
+    probes: dict[int | None, evidence.ConceptProbe] = {}
     for layer, activations in zip(layer_list, pooled, strict=True):
         found = direction(activations[:len(data.positive)], activations[len(data.positive):])
         vectors[layer], facts[layer] = found.vector, found.facts
+        fitted = evidence.fit_probe(layer, activations[:len(data.positive)], activations[len(data.positive):]) \
+            if probe else None
+        if fitted is not None:
+            probes[layer] = fitted
         if op == "clamp":
             levels[layer] = concept_level(activations[:len(data.positive)], found.vector)
     chosen = [layer for layer in layer_list if layer is not None]
     result = Extraction(name=name, site=site, method=method, pooling=pooling, vectors=vectors,
                         info=adapter.info, data=data, strength=strength, positions=positions, facts=facts,
-                        op=op, levels=levels,
+                        op=op, levels=levels, probes=probes, license=license,
                         steer_layers=_steer_layers(steer_layers, chosen, adapter.info.num_layers),
                         base=_base_model(model, base_model))
     if out is not None:

@@ -123,12 +123,15 @@ def describe_hub_error(exc: BaseException, hub: HubRef | None) -> tuple[str | No
     if isinstance(exc, errors.RevisionNotFoundError):
         return (f"revision '{revision}' not found in '{repo}'",
                 "give an existing branch, tag or full 40-character commit sha after '@'")
+    if isinstance(exc, errors.OfflineModeIsEnabled):
+        return (f"this needs the Hugging Face Hub for '{repo}', but HF_HUB_OFFLINE is set",
+                "unset HF_HUB_OFFLINE to go online")
     if isinstance(exc, errors.LocalEntryNotFoundError):
-        offline = _offline()
-        return ((f"'{repo}' at '{revision}' is not in the local cache and HF_HUB_OFFLINE is set" if offline else
-                 f"cannot reach the Hugging Face Hub for '{repo}' and it is not in the local cache"),
-                f"unset HF_HUB_OFFLINE and run 'steerplug pull {hub or 'hf://...'}' once to cache it" if offline
-                else "check your connection")
+        if _offline():
+            return (f"'{repo}' at '{revision}' is not in the local cache and HF_HUB_OFFLINE is set",
+                    "unset HF_HUB_OFFLINE once to download it; it is then cached for offline use")
+        return (f"cannot reach the Hugging Face Hub for '{repo}' and it is not in the local cache",
+                "check your connection or HF_ENDPOINT")
     if isinstance(exc, errors.EntryNotFoundError):
         what = f"'{hub.recipe_path}'" if hub else "a file"
         return (f"{what} not found in '{repo}' at '{revision}'",
@@ -139,9 +142,24 @@ def describe_hub_error(exc: BaseException, hub: HubRef | None) -> tuple[str | No
         return f"the Hub answered HTTP {status or '?'} for '{repo}': {str(exc).splitlines()[0]}", hint
     if isinstance(exc, errors.HFValidationError):
         return f"invalid hub reference: {exc}", None
-    if isinstance(exc, OSError):
-        return f"cannot reach the Hugging Face Hub: {exc}", "check your connection, or set HF_HUB_OFFLINE=1"
+    if isinstance(exc, OSError) or is_network_error(exc):
+        return (f"cannot reach the Hugging Face Hub for '{repo}': {_first_line(exc)}",
+                "check your connection or HF_ENDPOINT")
     return None, None
+
+
+def is_network_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a transport failure of the HTTP client ``huggingface_hub`` uses (httpx or requests):
+    refused connection, DNS failure, timeout."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    root = type(exc).__module__.split(".")[0]
+    return root.startswith(("httpx", "httpcore", "requests", "urllib3")) and bool(
+        names & {"TransportError", "ConnectionError", "TimeoutException", "Timeout", "ProtocolError"})
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _offline() -> bool:

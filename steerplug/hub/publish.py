@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from steerplug.bundle import CARD_FILE, RECIPE_FILE, inspect_bundle, read_card, render_card
+from steerplug.bundle import CARD_FILE, PLACEHOLDER_REF, RECIPE_FILE, inspect_bundle, read_card, render_card
 from steerplug.errors import SteerplugError
 from steerplug.hub.hf import hub_errors
 from steerplug.hub.hfref import parse_hub_ref
@@ -43,14 +43,24 @@ def push_bundle(folder: str | Path, target: str, *, private: bool | None = None,
         for relative in files:
             (staging / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source / relative, staging / relative)
-        if read_card(staging).get("library_name") != "steerplug":
-            (staging / CARD_FILE).write_text(render_card(recipe.to_dict(), ref=str(hub)), encoding="utf-8")
+        _card_for(staging, recipe, str(hub))
         with hub_errors(target, hub):
             api.create_repo(hub.repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
             info = api.upload_folder(repo_id=hub.repo_id, folder_path=str(staging), path_in_repo=hub.path or None,
                                      repo_type=REPO_TYPE, revision=hub.revision,
                                      commit_message=message or _message(recipe))
     return hub.at(info.oid)
+
+
+def _card_for(staging: Path, recipe: Recipe, ref: str) -> None:
+    """Generate the card when the bundle has no steerplug card; else point its usage snippet at ``ref``."""
+    card = staging / CARD_FILE
+    if read_card(staging).get("library_name") != "steerplug":
+        card.write_text(render_card(recipe.to_dict(), ref=ref), encoding="utf-8")
+        return
+    text = card.read_text(encoding="utf-8")
+    card.write_text(text.replace(f'steerplug.steer(model, "{PLACEHOLDER_REF}")', f'steerplug.steer(model, "{ref}")'),
+                    encoding="utf-8")
 
 
 def _message(recipe: Recipe) -> str:
@@ -61,6 +71,8 @@ def pull_bundle(ref: str, target: str | Path | None = None, *, overwrite: bool =
                 locked: bool | str | Path | None = None) -> tuple[Recipe, Path]:
     """Load ``ref`` (downloading and verifying it) and write it as a bundle folder: ``target``, or
     ``./recipes/<metadata.name>`` so it is a drop-in. Returns the recipe and the folder."""
+    if target is not None:
+        _check_target(Path(target), overwrite)  # before downloading anything
     recipe = load_recipe(ref, locked=locked)
     if recipe.root is None:
         raise SteerplugError(f"{ref} has no bundle folder to pull")
@@ -85,11 +97,20 @@ def pull_bundle(ref: str, target: str | Path | None = None, *, overwrite: bool =
     return recipe, folder
 
 
-def _prepare(folder: Path, overwrite: bool) -> None:
+def _check_target(folder: Path, overwrite: bool) -> bool:
+    """Whether ``folder`` holds a bundle to replace; refuses a file, or content without ``overwrite``."""
+    if folder.exists() and not folder.is_dir():
+        raise SteerplugError(f"'{folder}' exists and is not a folder")
     if folder.exists() and any(p for p in folder.iterdir() if not p.name.startswith(".")):
         if not overwrite:
             raise SteerplugError(f"'{folder}' is not empty (pass --overwrite to replace it)")
         if not (folder / RECIPE_FILE).is_file() and not (folder / "recipe.json").is_file():
             raise SteerplugError(f"'{folder}' is not a bundle folder; refusing to overwrite it")
+        return True
+    return False
+
+
+def _prepare(folder: Path, overwrite: bool) -> None:
+    if _check_target(folder, overwrite):
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)

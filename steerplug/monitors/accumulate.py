@@ -48,7 +48,7 @@ class StatAccumulator:
 
     def update(self, x: torch.Tensor, ctx: ForwardContext) -> None:
         """Add the real tokens of one activation ``[B, S, D]`` or ``[B*T, D]``."""
-        if ctx is not self._last_ctx and ctx.is_prefill:
+        if ctx is not self._last_ctx and ctx.starts_call:
             self.sequence += 1
         self._last_ctx = ctx
         with torch.no_grad():
@@ -85,7 +85,7 @@ class StatAccumulator:
             row, column = token // seen, token % seen + (length - seen)
         else:
             row, column = token // length, token % length
-        column = column + ctx.past_length
+        column = column + ctx.first_column
         return torch.stack([torch.full_like(row, self.sequence), row, column, channel], dim=1)
 
     def result(self) -> dict[str, Any]:

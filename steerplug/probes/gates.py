@@ -53,7 +53,7 @@ class _Node:
     def _latched(self, held: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         if self._prior_ctx is not ctx:  # first evaluation in this forward: start from the rows fired so far
             batch = int(ctx.positions.shape[0])
-            fresh = ctx.is_prefill or self.fired is None or int(self.fired.shape[0]) != batch
+            fresh = ctx.starts_call or self.fired is None or int(self.fired.shape[0]) != batch
             self._prior = torch.zeros(batch, dtype=torch.bool, device=ctx.positions.device) if fresh else self.fired
             self._prior_ctx = ctx
         assert self._prior is not None

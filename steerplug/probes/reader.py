@@ -63,7 +63,7 @@ class ProbeReader:
             if seen is not None:
                 keep = keep & seen
             batch = int(scores.shape[0])
-            if ctx.is_prefill or self.state is None or int(self.state.count.shape[0]) != batch:
+            if ctx.starts_call or self.state is None or int(self.state.count.shape[0]) != batch:
                 self.state = AggState.empty(batch, self.spec.window, scores.device)
                 self.raw_log, self.trace_log = [], []
             trace, self.state = aggregate(self.spec.aggregate, scores, keep, self.state,
@@ -80,7 +80,7 @@ class ProbeReader:
         batch = int(ctx.positions.shape[0])
         if self.ctx is ctx and self.current is not None:
             value = self.current
-        elif ctx.is_prefill or self.state is None or int(self.state.last.shape[0]) != batch:
+        elif ctx.starts_call or self.state is None or int(self.state.last.shape[0]) != batch:
             return torch.full((batch, 1), torch.nan, device=device)
         else:
             value = self.state.last[:, None]

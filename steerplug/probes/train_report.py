@@ -61,13 +61,22 @@ def _plot(path: Path, fits: Sequence[LayerFit], title: str) -> Path:
         raise SteerplugError("plots need matplotlib: pip install 'steerplug[plots]' (or pass --no-plots)") from None
     figure, axes = plt.subplots(figsize=(6.4, 3.6), dpi=110)
     layers = [f.layer for f in fits]
-    axes.plot(layers, [f.accuracy for f in fits], marker="o", label="held-out accuracy")
-    axes.plot(layers, [f.auroc for f in fits], marker="s", label="held-out AUROC")
+    series = [("held-out accuracy", [f.accuracy for f in fits], "o", "-", "#1f77b4", -0.08),
+              ("held-out AUROC", [f.auroc for f in fits], "s", "--", "#d62728", 0.08)]
+    for label, values, marker, style, colour, shift in series:
+        # the two often coincide: offset markers sideways and label every value so neither hides the other
+        axes.plot([x + shift for x in layers], values, marker=marker, linestyle=style, color=colour, label=label,
+                  markerfacecolor="white" if marker == "s" else colour, linewidth=1.5)
+        for x, y in zip(layers, values, strict=True):
+            axes.annotate(f"{y:.2f}", (x + shift, y), textcoords="offset points", xytext=(0, 6 if shift < 0 else -12),
+                          ha="center", fontsize=7, color=colour)
+    low = min(min(v) for _, v, *_ in series)
+    axes.set_xticks(layers)
     axes.set_xlabel("layer")
-    axes.set_ylim(0.0, 1.05)
-    axes.set_title(title)
+    axes.set_ylim(max(0.0, low - 0.1), 1.05)
+    axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
-    axes.legend()
+    axes.legend(loc="lower right")
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

@@ -54,6 +54,35 @@ class Recipe:
         """The document as a plain dict (aliases such as ``from`` restored, defaults omitted)."""
         return self.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
 
+    def replace(self, **sections: Any) -> Recipe:
+        """A validated copy with top-level sections changed (``metadata``, ``model``, ``interventions``,
+        ``probes``, ``monitors``): a mapping is merged into a mapping section one level deep
+        (``replace(metadata={"name": "calm"})``), anything else replaces the section, None removes it."""
+        from steerplug.recipe.edit import replace_sections
+
+        return replace_sections(self, sections)
+
+    def with_intervention(self, intervention: str | Mapping[str, Any], /, **fields: Any) -> Recipe:
+        """A validated copy with one intervention edited (``with_intervention("spanish", strength=3.0,
+        layers=[2])``; None removes a field) or added (``with_intervention({"id": ..., "op": ...})``)."""
+        from steerplug.recipe.edit import with_intervention
+
+        return with_intervention(self, intervention, fields)
+
+    def save(self, folder: str | Path, *, overwrite: bool = False) -> Path:
+        """Write this recipe as a bundle folder (recipe, safetensors, model card), atomically; returns the
+        path of its ``recipe.yaml``."""
+        from steerplug.recipe.edit import save_recipe
+
+        return save_recipe(self, folder, overwrite=overwrite)
+
+    def push_to_hub(self, repo: str, *, private: bool | None = None, message: str | None = None) -> str:
+        """Upload this recipe as a bundle to a Hugging Face Hub model repo (``owner/name`` or an ``hf://``
+        reference); returns the pinned ``hf://owner/name@<commit>`` reference."""
+        from steerplug.recipe.edit import push_recipe
+
+        return push_recipe(self, repo, private=private, message=message)
+
 
 
 

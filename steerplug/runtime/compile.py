@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from steerplug.errors import Problem, RecipeError, SiteError, json_pointer
+from steerplug.engines.transformers import execution_device
+from steerplug.errors import Problem, RecipeError, SiteError, SteerplugError, json_pointer
 from steerplug.moe import output_finisher
 from steerplug.ops.base import OpTarget
 from steerplug.runtime.binding import binding_problems, resolve_layers
-from steerplug.runtime.context import PositionTracker
 from steerplug.runtime.masks import Activation
 from steerplug.runtime.runner import CompiledEntry
+from steerplug.runtime.sequence import SequenceTracker
 from steerplug.runtime.vectors import resolve_vector
 from steerplug.sites.base import UNLAYERED_SITES, SiteAdapter, SiteBinding
 
@@ -26,16 +27,29 @@ Placed = list[tuple[SiteBinding, CompiledEntry]]
 
 
 def placement(module: torch.nn.Module, model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
-    """Device and activation dtype of a module (its first floating parameter, else the model's)."""
+    """Where a module executes and its activation dtype: the execution device of an accelerate hook (device
+    maps, cpu/disk offload), else that of its first floating parameter (or the model's); never ``meta``."""
+    device = execution_device(module, model)
+    dtype: torch.dtype | None = None
     for candidate in (module, model):
         for tensor in itertools.chain(candidate.parameters(), candidate.buffers()):  # lazily: stop at the first
             if tensor.is_floating_point():
-                return tensor.device, tensor.dtype
-    return torch.device("cpu"), torch.get_default_dtype()
+                dtype = tensor.dtype
+                device = device if device is not None or tensor.device.type == "meta" else tensor.device
+                break
+        if dtype is not None and device is not None:
+            break
+    if device is None:
+        if dtype is not None:  # every parameter is offloaded and no accelerate hook says where they run
+            raise SteerplugError(f"cannot tell where {type(module).__name__} executes: its weights are on the meta "
+                                 "device and no accelerate hook names an execution device (load the model with "
+                                 "device_map=..., or attach after moving it to a device)")
+        device = torch.device("cpu")
+    return device, dtype if dtype is not None else torch.get_default_dtype()
 
 
 def compile_recipes(model: torch.nn.Module, recipes: Sequence[Recipe], adapter: SiteAdapter,
-                    plugins: Plugins, owner: object, tracker: PositionTracker) -> Placed:
+                    plugins: Plugins, owner: object, tracker: SequenceTracker) -> Placed:
     """Compile every intervention of every recipe; raise one RecipeError listing all problems."""
     placed: Placed = []
     problems: list[Problem] = []
@@ -55,7 +69,7 @@ def compile_recipes(model: torch.nn.Module, recipes: Sequence[Recipe], adapter: 
 
 
 def _compile_item(model: torch.nn.Module, recipe: Recipe, index: int, item: Any, adapter: SiteAdapter,
-                  plugins: Plugins, owner: object, tracker: PositionTracker) -> Placed:
+                  plugins: Plugins, owner: object, tracker: SequenceTracker) -> Placed:
     pointer = json_pointer(["interventions", index])
     operation = plugins.operations.get(item.op)
     if operation is None:
@@ -97,7 +111,7 @@ def _bind(adapter: SiteAdapter, site: str, layer: int | None, source: str, point
 
 def make_target(binding: SiteBinding, model: torch.nn.Module, adapter: SiteAdapter, device: torch.device,
                 dtype: torch.dtype, recipe: Recipe, plugins: Plugins, pointer: str,
-                tracker: PositionTracker | None = None) -> OpTarget:
+                tracker: SequenceTracker | None = None) -> OpTarget:
     """The :class:`OpTarget` operations and probe kinds compile against (vectors resolved on ``device`` and
     ``dtype``; ``context`` reads ``tracker``, the host's position tracker, when given)."""
     def resolve(spec: Any, field: str, rows: bool = False) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -15,6 +16,19 @@ if TYPE_CHECKING:
     from steerplug.probes.attach import Readings
     from steerplug.recipe.load import Recipe
     from steerplug.runtime.host import Host
+
+
+_ATTACHED: weakref.WeakKeyDictionary[torch.nn.Module, list[Handle]] = weakref.WeakKeyDictionary()
+
+
+def register_handle(model: torch.nn.Module, handle: Handle) -> None:
+    """Record an attached handle (``steer()`` calls it; :meth:`Handle.detach` forgets it)."""
+    _ATTACHED.setdefault(model, []).append(handle)
+
+
+def attached(model: torch.nn.Module) -> list[Handle]:
+    """The handles attached to ``model`` now, oldest first (detach them to restore the model)."""
+    return [h for h in _ATTACHED.get(model, []) if h.attached]
 
 
 class Handle:
@@ -50,6 +64,9 @@ class Handle:
         finally:
             self._host.remove(self)
             self._host = None
+            handles = _ATTACHED.get(self.model, [])
+            if self in handles:
+                handles.remove(self)
 
     def set_strength(self, intervention: str, value: float) -> None:
         """Set an intervention's strength in place (no re-attach; compiled graphs stay valid)."""
@@ -85,6 +102,9 @@ class Handle:
         return self.readings
 
     def _select(self, intervention: str) -> list[CompiledEntry]:
+        if self._host is None:
+            raise SteerplugError(f"this handle is detached: changing '{intervention}' would have no effect "
+                                 "(attach the recipe again with steerplug.steer)")
         recipe, _, name = intervention.rpartition("/")
         chosen = [e for e in self.entries if e.intervention == name and (not recipe or e.recipe == recipe)]
         if not chosen:

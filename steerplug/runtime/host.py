@@ -1,4 +1,5 @@
-"""The per-model host: owns the position tracker and one runner per hooked (module, point)."""
+"""The per-model host: owns the engine adapter, the sequence tracker and one runner per hooked
+(module, point)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import weakref
 from collections.abc import Sequence
 
 import torch
-from torch.utils.hooks import RemovableHandle
 
-from steerplug.runtime.context import PositionTracker
+from steerplug.engines.transformers import TransformersEngine
 from steerplug.runtime.runner import CompiledEntry, Observer, SiteRunner
+from steerplug.runtime.sequence import SequenceTracker
 from steerplug.sites.base import SiteBinding
 
 _HOSTS: weakref.WeakKeyDictionary[torch.nn.Module, Host] = weakref.WeakKeyDictionary()
@@ -20,9 +21,10 @@ class Host:
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
-        self.tracker = PositionTracker()
+        self.tracker = SequenceTracker()
+        self.engine = TransformersEngine(model, self.tracker)
         self.runners: dict[tuple[int, str], SiteRunner] = {}
-        self._top: list[RemovableHandle] = []
+        self._boundary_readers: set[object] = set()
 
     @classmethod
     def for_model(cls, model: torch.nn.Module) -> Host:
@@ -46,6 +48,7 @@ class Host:
                 runner = self._runner(binding)
                 runner.entries.append(entry)
                 runner.install()
+            self._refresh_needs()
         except BaseException:
             for owner in owners:
                 self.remove(owner)
@@ -61,17 +64,22 @@ class Host:
                 del self.runners[key]
             else:
                 runner.install()  # its entries changed: refresh what the hook derives from them
+        self._refresh_needs()
         if not self.runners:
-            self._uninstall_top()
+            self.engine.uninstall()
             _HOSTS.pop(self.model, None)
 
-    def observe(self, binding: SiteBinding, owner: object, observer: Observer) -> None:
-        """Add a read-only observer at a binding (removed with ``remove(owner)``)."""
+    def observe(self, binding: SiteBinding, owner: object, observer: Observer, needs_boundary: bool = False) -> None:
+        """Add a read-only observer at a binding (removed with ``remove(owner)``); ``needs_boundary``: it
+        reads the prompt boundary, so forwards without one must raise before any layer runs."""
         try:
             self._install_top()
             runner = self._runner(binding)
             runner.observers.append((owner, observer))
+            if needs_boundary:
+                self._boundary_readers.add(owner)
             runner.install()
+            self._refresh_needs()
         except BaseException:
             self.remove(owner)
             raise
@@ -83,15 +91,11 @@ class Host:
         return self.runners[key]
 
     def _install_top(self) -> None:
-        if self._top:
-            return
-        self._top = [
-            self.model.register_forward_pre_hook(self.tracker.pre_hook, with_kwargs=True),
-            self.model.register_forward_hook(self.tracker.post_hook, with_kwargs=True, always_call=True),
-        ]
+        self.engine.install()
 
-    def _uninstall_top(self) -> None:
-        for handle in self._top:
-            handle.remove()
-        self._top = []
-        self.tracker.current = None
+    def _refresh_needs(self) -> None:
+        """Whether any entry or observer reads the prompt boundary (checked before each forward's layers)."""
+        owners = {owner for runner in self.runners.values() for owner, _ in runner.observers}
+        self._boundary_readers &= owners
+        self.tracker.needs_boundary = bool(self._boundary_readers) or any(
+            entry.activation.needs_boundary for runner in self.runners.values() for entry in runner.entries)

@@ -1,4 +1,7 @@
-"""Where and how strongly an intervention applies: position masks and schedule weights per forward."""
+"""Where and how strongly an intervention applies: position masks and schedule weights per forward.
+
+Written against :class:`ForwardContext` only (``positions``, ``prompt_end`` broadcastable to them,
+``valid``), so the same semantics serve every engine layout (``[B, T]`` rows, or flat ``[N]`` tokens)."""
 
 from __future__ import annotations
 
@@ -13,31 +16,35 @@ from steerplug.recipe.spec import PositionRange, Schedule
 from steerplug.runtime.context import ForwardContext
 
 
-def _range_bound(value: int, ctx: ForwardContext) -> torch.Tensor:
+def _range_bound(value: int, ctx: ForwardContext) -> torch.Tensor | int:
     # Non-negative: absolute position; negative: relative to the prompt end (-1 = last prompt token).
-    if value >= 0:
-        return torch.full_like(ctx.prompt_len, value)
-    return ctx.prompt_len + value
+    return value if value >= 0 else ctx.prompt_end + value
 
 
 def _one_position_mask(spec: Any, ctx: ForwardContext) -> torch.Tensor:
-    pos, prompt = ctx.positions, ctx.prompt_len[:, None]
+    pos = ctx.positions
     if spec == "all":
         return torch.ones_like(ctx.valid)
     if spec == "prompt":
-        return pos < prompt
+        return pos < ctx.prompt_end
     if spec == "generated":
-        return pos >= prompt
+        return pos >= ctx.prompt_end
     if spec == "last_prompt":
-        return pos == prompt - 1
+        return pos == ctx.prompt_end - 1
     if isinstance(spec, PositionRange):
         mask = torch.ones_like(ctx.valid)
         if spec.from_ is not None:
-            mask = mask & (pos >= _range_bound(spec.from_, ctx)[:, None])
+            mask = mask & (pos >= _range_bound(spec.from_, ctx))
         if spec.to is not None:
-            mask = mask & (pos < _range_bound(spec.to, ctx)[:, None])
+            mask = mask & (pos < _range_bound(spec.to, ctx))
         return mask
     raise ValueError(f"unknown position spec {spec!r}")
+
+
+def _needs_boundary(spec: Any) -> bool:
+    if isinstance(spec, PositionRange):
+        return any(bound is not None and bound < 0 for bound in (spec.from_, spec.to))
+    return spec != "all"
 
 
 def _schedule_mask(schedule: Schedule, ctx: ForwardContext) -> torch.Tensor:
@@ -49,7 +56,8 @@ def _schedule_mask(schedule: Schedule, ctx: ForwardContext) -> torch.Tensor:
 
 
 def schedule_weight(schedule: Schedule, ctx: ForwardContext) -> torch.Tensor:
-    """Per-position strength factor ``[B, T]`` (float32) of a decaying schedule; 1 inside the prompt."""
+    """Per-position strength factor (float32, shaped like the positions) of a decaying schedule; 1 inside
+    the prompt."""
     step = (ctx.generated_step - schedule.start).clamp_min(0).to(torch.float32)
     if schedule.decay == "linear":
         assert schedule.stop is not None
@@ -95,6 +103,13 @@ class Activation:
         return self.schedule is None and any(spec == "all" for spec in specs)
 
     @cached_property
+    def needs_boundary(self) -> bool:
+        """Whether the mask reads the prompt boundary (every kind but ``all`` and non-negative ranges, and
+        any schedule)."""
+        specs = self.positions if isinstance(self.positions, list) else [self.positions]
+        return self.schedule is not None or any(_needs_boundary(spec) for spec in specs)
+
+    @cached_property
     def mask_key(self) -> tuple[str, str]:
         """Memo key of :meth:`mask` in a :class:`ForwardContext` (shared by runners and probes)."""
         return ("mask", self.key)
@@ -107,7 +122,7 @@ class Activation:
         return ctx.cached(self.mask_key, device, self.mask)
 
     def mask(self, ctx: ForwardContext) -> torch.Tensor:
-        """``[B, T]`` bool: True where the intervention edits (never on padding)."""
+        """Bool, shaped like the positions: True where the intervention edits (never on padding)."""
         specs = self.positions if isinstance(self.positions, list) else [self.positions]
         mask = torch.zeros_like(ctx.valid)
         for spec in specs:

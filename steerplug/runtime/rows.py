@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from steerplug.runtime.steer import RecipeRef
 
 RowAssignment = Mapping[int, int | None] | Sequence[int | None]
-"""Slot index per batch row: ``{row: slot}`` or a list (``None``/``-1``: the row is not steered)."""
+"""Slot index per input row: ``{row: slot}`` or a list (``None``/``-1``: the row is not steered); the beams and
+returned sequences of a prompt follow its row."""
 
 
 def is_row_map(value: Any) -> bool:
@@ -64,11 +65,19 @@ class RowSlots:
             self._views.clear()
 
     def index(self, batch: int, device: torch.device) -> torch.Tensor:
-        """``[batch]`` slot per row (``n_slots`` = none) on ``device``; rows past the table: none."""
+        """``[batch]`` slot per input row (``n_slots`` = none) on ``device``; rows past the table: none."""
         view = self._views.get((batch, device))
         if view is None:
             view = self._views[(batch, device)] = self._expanded(batch, device)
         return view
+
+    def of_rows(self, ctx: ForwardContext, device: torch.device) -> torch.Tensor:
+        """``[B]`` slot of every batch row of the running forward: the slot of the input row it came from
+        (beams and returned sequences follow their prompt's row)."""
+        by_input = self.index(ctx.batch_size, device)
+        if not ctx.maps_rows:
+            return by_input
+        return ctx.cached(("row-slots", id(self)), device, lambda c: by_input[c.source_rows.to(device)])
 
     def _expanded(self, batch: int, device: torch.device) -> torch.Tensor:
         rows = self._rows[:batch].to(device)
@@ -80,7 +89,7 @@ class RowSlots:
     def gate(self, slot: int) -> Any:
         """A runner gate ``[B, 1]``: rows assigned to ``slot``."""
         def gate(ctx: ForwardContext, device: torch.device) -> torch.Tensor:
-            return (self.index(ctx.batch_size, device) == slot)[:, None]
+            return (self.of_rows(ctx, device) == slot)[:, None]
 
         return gate
 
@@ -218,7 +227,7 @@ def _replace_with_fused(runner: SiteRunner, mine: list[CompiledEntry], slots: li
 
     def edit(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         ctx = tracker.context_for(x)
-        delta = ((coef * enabled)[:, None] * vectors)[table.index(ctx.batch_size, x.device)]
+        delta = ((coef * enabled)[:, None] * vectors)[table.of_rows(ctx, x.device)]
         if x.dim() >= 3:
             return x + delta.reshape(delta.shape[0], *([1] * (x.dim() - 2)), width)
         return x + delta.repeat_interleave(ctx.length, dim=0)  # token-flattened [B*T, width]

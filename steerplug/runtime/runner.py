@@ -11,8 +11,9 @@ from torch.utils.hooks import RemovableHandle
 
 from steerplug.ops.base import Edit
 from steerplug.runtime.access import input_activation, output_activation, replace_input, replace_output
-from steerplug.runtime.context import ForwardContext, PositionTracker
+from steerplug.runtime.context import ForwardContext
 from steerplug.runtime.masks import Activation, schedule_weight
+from steerplug.runtime.sequence import SequenceTracker
 from steerplug.sites.base import HookPoint
 
 Gate = Callable[[ForwardContext, torch.device], torch.Tensor]
@@ -67,7 +68,7 @@ class SiteRunner:
 
     module: torch.nn.Module
     point: HookPoint
-    tracker: PositionTracker
+    tracker: SequenceTracker
     entries: list[CompiledEntry] = field(default_factory=list)
     observers: list[tuple[object, Observer]] = field(default_factory=list)
     """``(owner, observer)`` pairs run after the entries, in registration order."""

@@ -88,30 +88,36 @@ def tiny_model(model_type: str, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def load_model_for_sites(spec: str) -> nn.Module:
-    """The module structure of a local model directory, else a tiny model of the ``model_type`` named by
-    ``spec``. Sites depend on structure only, so a directory's weights are never read (no pickle, no
-    memory): the model is built from its ``config.json`` on the meta device."""
+def load_model_for_sites(spec: str, *, revision: str | None = None, trust_remote_code: bool = False) -> nn.Module:
+    """The module structure of a local model directory or a hub id (its config, from the local cache when
+    offline), else a tiny model of the ``model_type`` named by ``spec``. Sites depend on structure only, so
+    weights are never read (no pickle, no memory): the model is built from its config on the meta device."""
     from steerplug.demo import DEMO_MODEL_NAMES, load_demo_model
 
     if spec in DEMO_MODEL_NAMES:
         return load_demo_model()[0]
     path = Path(spec)
-    if not path.is_dir():
+    hub_id = not path.exists() and spec.count("/") == 1 and not spec.startswith((".", "/", "~"))
+    if not path.is_dir() and not hub_id:
         if path.exists():
             raise SiteError(f"'{spec}' is a file", "pass a model directory or a model_type name")
+        if revision is not None:
+            raise SiteError(f"--revision pins hub ids; '{spec}' is a model_type name")
         return tiny_model(spec)
-    if not (path / "config.json").is_file():
+    if path.is_dir() and revision is not None:
+        raise SiteError(f"--revision pins hub ids, not the local folder '{spec}'")
+    if path.is_dir() and not (path / "config.json").is_file():
         raise SiteError(f"'{spec}' has no config.json", "pass a model directory or a model_type name")
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
     try:
-        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        config = AutoConfig.from_pretrained(spec if hub_id else path, local_files_only=not hub_id, revision=revision,
+                                            trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SiteError(f"cannot read the config of '{spec}': {first}") from None
     with torch.device("meta"):
         try:
-            return AutoModelForCausalLM.from_config(config).eval()
+            return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code).eval()
         except ValueError:
-            return AutoModel.from_config(config).eval()
+            return AutoModel.from_config(config, trust_remote_code=trust_remote_code).eval()

@@ -7,7 +7,8 @@ and schedules are those of real use) and compared with one unsteered forward pas
   model (pooled over tokens);
 * KL: mean over generated tokens of ``KL(p_steered || p_unsteered)`` of the next-token distributions.
 
-Tokens after a row's end-of-sequence token are ignored.
+Tokens after a row's end-of-sequence token are ignored. With ``evidence`` (a concept probe), the same
+unsteered forward pass also reads each text at the probe's site (see :mod:`steerplug.sweep.evidence`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 
 from steerplug.generation import encode_left_padded, sampling_kwargs, seeded
+from steerplug.sweep.evidence import ProbeEvidence, read_hook
 
 
 @dataclass
@@ -29,6 +31,8 @@ class Measured:
     """Texts generated in one setting and their fluency totals."""
 
     texts: list[str] = field(default_factory=list)
+    probe: list[float] = field(default_factory=list)
+    """Concept-probe probability of each text, read in the unsteered model (empty without evidence)."""
     nll_sum: float = 0.0
     kl_sum: float = 0.0
     tokens: int = 0
@@ -65,9 +69,11 @@ class GenerationSettings:
 @torch.no_grad()
 def generate_and_measure(model: Any, tokenizer: Any, settings: GenerationSettings,
                          unsteered: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
-                         on_batch: Callable[[int], None] | None = None) -> Measured:
+                         on_batch: Callable[[int], None] | None = None,
+                         evidence: ProbeEvidence | None = None) -> Measured:
     """Generate under whatever steering is attached; ``unsteered()`` is a context in which the model runs
-    without it (None: nothing is attached, KL is 0 by construction but still measured)."""
+    without it (None: nothing is attached, KL is 0 by construction but still measured). ``evidence`` (bound
+    to the model) also scores every text with the concept probe in that unsteered pass."""
     result = Measured()
     device = next(model.parameters()).device
     off = unsteered or contextlib.nullcontext
@@ -79,8 +85,17 @@ def generate_and_measure(model: Any, tokenizer: Any, settings: GenerationSetting
                                  eos_token_id=tokenizer.eos_token_id,
                                  **sampling_kwargs(settings.greedy, settings.temperature))
             steered = torch.stack(out.logits, dim=1).float()
+            store: dict[str, Any] = {}
             with off():
-                reference = _unsteered_logits(model, out.sequences, enc["attention_mask"], steered.shape[1])
+                hook = read_hook(evidence, store) if evidence is not None else None
+                try:
+                    reference = _unsteered_logits(model, out.sequences, enc["attention_mask"], steered.shape[1])
+                finally:
+                    if hook is not None:
+                        hook.remove()
+            if evidence is not None:
+                mask = text_mask(enc["attention_mask"], out.sequences[:, -steered.shape[1]:], tokenizer.eos_token_id)
+                result.probe += evidence.read(store["x"], mask).tolist()
             _accumulate(result, out.sequences[:, -steered.shape[1]:], steered, reference, tokenizer.eos_token_id)
             result.texts += tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
             if on_batch is not None:
@@ -97,6 +112,13 @@ def _unsteered_logits(model: Any, sequences: torch.Tensor, prompt_mask: torch.Te
         inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate() numbers left-padded rows
     logits = model(**inputs).logits
     return logits[:, -steps - 1:-1].float()
+
+
+def text_mask(prompt_mask: torch.Tensor, generated: torch.Tensor, eos: int | None) -> torch.Tensor:
+    """``[B, T]`` mask of each text's real tokens: the prompt without padding, then the generated tokens
+    before the first end-of-sequence token (examples were extracted without one)."""
+    kept = torch.ones_like(generated, dtype=torch.bool) if eos is None else (generated == eos).long().cumsum(1) == 0
+    return torch.cat([prompt_mask.bool(), kept], dim=1)
 
 
 def _accumulate(result: Measured, generated: torch.Tensor, steered: torch.Tensor, reference: torch.Tensor,

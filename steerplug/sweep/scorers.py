@@ -30,3 +30,10 @@ def get_scorer(name: str) -> Scorer:
         hint = did_you_mean(name, list(scorers)) or "no scorer is installed"
         raise SteerplugError(f"unknown scorer '{name}' ({hint})")
     return scorers[name]
+
+
+def list_scorers() -> list[Scorer]:
+    """Every registered scorer, sorted by name."""
+    from steerplug.plugins import get_plugins
+
+    return sorted(get_plugins().scorers.values(), key=lambda s: s.name)
