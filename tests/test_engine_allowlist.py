@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,7 @@ def test_wrappers_run_when_a_watched_module_is_imported(tmp_path: Path, monkeypa
     monkeypatch.syspath_prepend(str(tmp_path))
     seen: list[int] = []
     when_imported("steerplug_probe_mod", lambda module: seen.append(module.VALUE))
+    assert importlib.util.find_spec("steerplug_probe_mod") is not None  # finding is not importing
     assert seen == []
     import steerplug_probe_mod  # noqa: F401
 

@@ -119,6 +119,9 @@ def test_each_token_gets_exactly_its_own_recipe() -> None:
             if torch.equal(want, x[t:t + 1]):
                 assert torch.equal(got[t:t + 1], want)
         assert torch.equal(got[slot == 0], x[slot == 0])  # unsteered tokens: bit for bit
+        present = set(slot.unique().tolist()) - {0}
+        skipping = steer_tokens(x, positions, entries, slot, prompt_end, gain, active=present)
+        assert torch.equal(skipping, got)  # skipping absent slots' entries changes nothing
 
 
 def _spec_of(entry: Any) -> tuple[Any, Any]:
@@ -196,12 +199,14 @@ def test_token_feed_zeroes_tokens_past_the_batch() -> None:
     feed = TokenFeed(8, torch.device("cpu"), torch.float32)
     feed.write(np.array([2, 1]), np.array([5, 3]), np.array([0.5, 1.0]), np.array([3, 2]))
     assert feed.slot.tolist() == [2, 2, 2, 1, 1, 0, 0, 0]
+    assert feed.active == {1, 2}
     assert feed.prompt_end[:5].tolist() == [5, 5, 5, 3, 3]
     assert feed.gain[:5].tolist() == [0.5, 0.5, 0.5, 1.0, 1.0]
     feed.write(np.array([1]), np.array([4]), np.array([1.0]), np.array([2]))
     assert feed.slot.tolist() == [1, 1, 0, 0, 0, 0, 0, 0]
     feed.write(np.array([0, 0]), np.array([4, 4]), np.array([1.0, 1.0]), np.array([3, 3]))
     assert feed.slot.tolist() == [0] * 8
+    assert feed.active == set()
     with pytest.raises(RuntimeError, match="9 tokens in one forward"):
         feed.write(np.array([1]), np.array([1]), np.array([1.0]), np.array([9]))
 

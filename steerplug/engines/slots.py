@@ -18,7 +18,7 @@ input hook on layer ``k``; within a site, interventions run in declared order.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -126,18 +126,22 @@ def _compile_one(slot: int, recipe: Recipe, index: int, item: object, layer: int
 
 
 def steer_tokens(x: torch.Tensor, positions: torch.Tensor, entries: Sequence[SlotEntry], slot: torch.Tensor,
-                 prompt_end: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+                 prompt_end: torch.Tensor, gain: torch.Tensor, active: Collection[int] | None = None) -> torch.Tensor:
     """Apply ``entries`` to the stream ``x`` ``[N, hidden]``, each token only its own slot's edits.
 
     ``positions`` ``[N]`` are the tokens' absolute positions; ``slot``, ``prompt_end`` and ``gain`` are the
     per-token buffers (at least ``N`` long; the first ``N`` are read). Masks and schedule weights are the
     runtime's (:mod:`steerplug.runtime.masks`) on a flat :class:`ForwardContext` whose valid tokens are the
-    slot's own. Pure tensor code: no host sync.
+    slot's own. Pure tensor code: no host sync. ``active``: the slots that hold tokens in this forward, when
+    known on the host (entries of other slots would select nothing and are skipped); None runs every entry,
+    as a captured graph must, since it replays whatever batch comes.
     """
     n = int(x.shape[0])
     slot, prompt_end, gain = slot[:n], prompt_end[:n], gain[:n]
     contexts: dict[int, ForwardContext] = {}
     for entry in entries:
+        if active is not None and entry.slot not in active:
+            continue
         ctx = contexts.get(entry.slot)
         if ctx is None:
             ctx = contexts[entry.slot] = ForwardContext(positions=positions, batch=n, length=1, device=x.device,
@@ -174,13 +178,16 @@ class TokenFeed:
         self._host = [t if t.device.type == "cpu" else torch.zeros(capacity, dtype=t.dtype, pin_memory=pin)
                       for t in (self.slot, self.prompt_end, self.gain)]
         self._written = 0  # tokens holding a non-zero slot since the last write
+        self.active: frozenset[int] = frozenset()
+        """The slots present in the last write (host-known; read by the edits that run on the host)."""
 
     def write(self, slots: np.ndarray, prompt_ends: np.ndarray, gains: np.ndarray, tokens: np.ndarray) -> None:
         """Per-request values (batch order) expanded to the tokens of this forward (``tokens[i]`` each)."""
         n = int(tokens.sum())
         if n > self.capacity:
             raise RuntimeError(f"steerplug: {n} tokens in one forward, buffers hold {self.capacity}")
-        if not slots.any():
+        self.active = frozenset(int(s) for s in np.unique(slots)) - {0}
+        if not self.active:
             if self._written:
                 self._send(np.zeros(0, np.int32), None, None, 0)
             return

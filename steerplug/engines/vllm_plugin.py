@@ -89,7 +89,10 @@ def when_imported(name: str, callback: Callback) -> None:
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: for a watched module it wraps the real loader to run callbacks after it."""
+    """Finds nothing itself: for a watched module it wraps the real loader to run callbacks after it.
+
+    Callbacks are taken when the module executes, not when its spec is found (``importlib.util.find_spec``
+    finds specs without importing)."""
 
     def __init__(self) -> None:
         self.pending: dict[str, list[Callback]] = {}
@@ -103,24 +106,25 @@ class _AfterImport(importlib.abc.MetaPathFinder):
                 continue
             spec = finder.find_spec(fullname, path, target)
             if spec is not None and spec.loader is not None:
-                spec.loader = _Loader(spec.loader, self.pending.pop(fullname))
+                spec.loader = _Loader(spec.loader, self, fullname)
                 return spec
         return None
 
 
 class _Loader(importlib.abc.Loader):
-    """The real loader, plus callbacks once the module has executed."""
+    """The real loader, plus the watched module's callbacks once it has executed."""
 
-    def __init__(self, loader: Any, callbacks: list[Callback]):
+    def __init__(self, loader: Any, finder: _AfterImport, name: str):
         self._loader = loader
-        self._callbacks = callbacks
+        self._finder = finder
+        self._name = name
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
         return self._loader.create_module(spec)
 
     def exec_module(self, module: ModuleType) -> None:
         self._loader.exec_module(module)
-        for callback in self._callbacks:
+        for callback in self._finder.pending.pop(self._name, []):
             callback(module)
 
     def __getattr__(self, name: str) -> Any:  # get_source, get_filename...: the real loader's

@@ -49,8 +49,9 @@ def decoder_layers(model: torch.nn.Module, architecture: str) -> Sequence[torch.
     return list(layers)
 
 
-_POINTS: dict[str, list[SlotEntry]] = {}
-"""Entries by stream-point key, for :func:`stream_edit` (filled at install, kept for the process's life)."""
+_POINTS: dict[str, tuple[list[SlotEntry], TokenFeed]] = {}
+"""Entries and their feed by stream-point key, for :func:`stream_edit` (filled at install, kept for the
+process's life)."""
 
 
 @torch.library.custom_op("steerplug::stream_edit", mutates_args=())
@@ -61,7 +62,11 @@ def stream_edit(stream: torch.Tensor, positions: torch.Tensor, slot: torch.Tenso
     An opaque operator to ``torch.compile``: vLLM's compiled graph (and CUDA graphs captured from it) call it
     with the per-token buffers as inputs, while the compiled operations' vectors stay inside it, so neither
     graph capture nor vLLM's on-disk compile cache ever treats them as graph inputs or constants."""
-    edited = steer_tokens(stream, positions, _POINTS[key], slot, prompt_end, gain)
+    entries, feed = _POINTS[key]
+    # Python here runs on every forward except CUDA-graph replays: outside a capture, skip the entries of
+    # slots absent from this step (host-known); a capture records them all, for any batch it will replay.
+    active = None if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing() else feed.active
+    edited = steer_tokens(stream, positions, entries, slot, prompt_end, gain, active)
     return edited.clone() if edited is stream else edited
 
 
@@ -123,7 +128,7 @@ def install(layers: Sequence[torch.nn.Module], points: Points, feed: TokenFeed, 
     handles: list[RemovableHandle] = []
     for point, entries in sorted(points.items()):
         key = f"{prefix}:{point}"
-        _POINTS[key] = entries
+        _POINTS[key] = (entries, feed)
         hook = StreamHook(key)
         layer = layers[point - 1] if point > 0 else layers[0]
         for name, tensor in zip(BUFFER_NAMES, (feed.slot, feed.prompt_end, feed.gain), strict=True):
