@@ -5,6 +5,7 @@ One line steers ``model.generate()``::
     handle = steerplug.steer(model, "recipes/spanish/recipe.yaml")
 """
 
+from steerplug._version import __version__
 from steerplug.bake import bake
 from steerplug.errors import Problem, RecipeError, SequenceError, SiteError, SteerplugError
 from steerplug.extract import extract
@@ -14,13 +15,11 @@ from steerplug.probes.generate import generate_with_probes
 from steerplug.recipe.load import Recipe, load_recipe
 from steerplug.recording import Recording, record
 from steerplug.runtime.handle import Handle, attached
-from steerplug.runtime.rows import RowsHandle, steer_rows
-from steerplug.runtime.steer import steer
+from steerplug.runtime.rows import RowsHandle
+from steerplug.runtime.steer import steer, steer_rows
 from steerplug.sites.adapter import resolve_adapter as site_adapter
 from steerplug.sweep import sweep
 from steerplug.tokenizers import use_tokenizer
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Handle",

@@ -6,6 +6,8 @@ makes any graph break, ours or not, an error.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -61,7 +63,27 @@ def _fresh_dynamo() -> Any:
     torch._dynamo.reset()
 
 
-def test_transformers_auto_compile_matches_eager_and_never_recompiles() -> None:
+@pytest.fixture
+def recompiles() -> Iterator[list[str]]:
+    """Dynamo's recompilation messages while the test runs (any frame: steerplug's hooks included)."""
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage().splitlines()[0])
+
+    handler = Collect()
+    logger = logging.getLogger("torch._dynamo.guards.__recompiles")
+    torch._logging.set_logs(recompiles=True)
+    logger.addHandler(handler)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)
+        torch._logging.set_logs()
+
+
+def test_transformers_auto_compile_matches_eager_and_never_recompiles(recompiles: list[str]) -> None:
     model = tiny_llama()
     backend = CountingBackend()
     config = CompileConfig(backend=backend.compile, fullgraph=True, dynamic=False)
@@ -80,6 +102,7 @@ def test_transformers_auto_compile_matches_eager_and_never_recompiles() -> None:
         handle.enable("c")
         again = _generate(model, compile_config=config)
     assert graphs >= 1 and backend.graphs == graphs  # buffers changed in place: no recompilation
+    assert recompiles == []  # nor of any frame: the engine's top-level hooks run eagerly, outside the graph
     assert torch.equal(compiled, eager)
     assert not torch.equal(eager, plain)
     assert torch.equal(switched_off, plain)  # no stale values baked into the graph

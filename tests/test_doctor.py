@@ -17,7 +17,7 @@ from steerplug.runtime import sequence_tensors
 def test_doctor_passes_every_check_on_the_installed_stack(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
-    assert f"{len(MODES) * len(KINDS)}/{len(MODES) * len(KINDS)} checks exact" in out
+    assert f"{len(MODES) * len(KINDS)}/{len(MODES) * len(KINDS)} checks exact (" in out
     assert "transformers" in out and "torch" in out
     for mode in MODES:
         assert mode.name in out

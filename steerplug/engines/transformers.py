@@ -50,9 +50,13 @@ class TransformersEngine:
         """Register the top-level hooks and wrap ``generate`` (idempotent)."""
         if self._hooks:
             return
+        # The hooks read and update the tracker's host state once per forward: they run eagerly even where
+        # generate() compiles the model's __call__ (tracing them would bake the call number into guards and
+        # recompile at every generate call).
         self._hooks = [
-            self.model.register_forward_pre_hook(self._pre_hook, with_kwargs=True),
-            self.model.register_forward_hook(self._post_hook, with_kwargs=True, always_call=True),
+            self.model.register_forward_pre_hook(torch.compiler.disable(self._pre_hook), with_kwargs=True),
+            self.model.register_forward_hook(torch.compiler.disable(self._post_hook), with_kwargs=True,
+                                             always_call=True),
         ]
         self._wrap_generate()
 

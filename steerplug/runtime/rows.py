@@ -1,6 +1,6 @@
 """Per-row steering: one batch carries a different recipe (or none) on each row.
 
-``steerplug.steer(model, {0: r1, 1: r2, 5: r1})`` (or :func:`steer_rows`) attaches every distinct recipe
+``steerplug.steer(model, {0: r1, 1: r2, 5: r1})`` (or :func:`steerplug.steer_rows`) attaches every distinct recipe
 once, as a *slot*, and gives each of its entries a row gate ``slot_of_row == slot`` read from a device
 buffer. ``handle.set_rows(...)`` rewrites that buffer in place between calls (no re-attach, no recompile).
 
@@ -27,16 +27,10 @@ from steerplug.runtime.runner import CompiledEntry, SiteRunner
 
 if TYPE_CHECKING:
     from steerplug.plugins import Plugins
-    from steerplug.runtime.steer import RecipeRef
 
 RowAssignment = Mapping[int, int | None] | Sequence[int | None]
 """Slot index per input row: ``{row: slot}`` or a list (``None``/``-1``: the row is not steered); the beams and
 returned sequences of a prompt follow its row."""
-
-
-def is_row_map(value: Any) -> bool:
-    """True for ``{row_index: recipe, ...}`` (a recipe document has string keys)."""
-    return isinstance(value, Mapping) and bool(value) and all(isinstance(k, int) for k in value)
 
 
 class RowSlots:
@@ -136,45 +130,19 @@ class RowsHandle(Handle):
             host.remove(self)
 
 
-def steer_rows(model: torch.nn.Module, rows: Mapping[int, RecipeRef | None] | Sequence[RecipeRef | None], *,
-               plugins: Plugins | None = None, **options: Any) -> RowsHandle:
-    """Attach a recipe per batch row: ``{row: recipe}`` or a list with one recipe (or None) per row.
-
-    The same recipe object used for several rows is attached once. Returns a :class:`RowsHandle`.
-    """
-    from steerplug.runtime.steer import steer
-
-    items = list(rows.items()) if isinstance(rows, Mapping) else list(enumerate(rows))
-    refs: list[Any] = []
-    assignment: dict[int, int | None] = {}
-    for row, ref in items:
-        if ref is None:
-            assignment[row] = None
-            continue
-        slot = next((i for i, known in enumerate(refs) if known is ref), None)
-        if slot is None:
-            refs.append(ref)
-            slot = len(refs) - 1
-        assignment[row] = slot
-    if not refs:
-        raise SteerplugError("per-row steering needs at least one recipe")
-    handles: list[Handle] = []
-    try:
-        for ref in refs:
-            handles.append(steer(model, ref, plugins=plugins, **options))
-        device = next((e.strength.device for h in handles for e in h.entries), torch.device("cpu"))
-        table = RowSlots(len(refs), device)
-        table.assign(assignment)
-        for slot, handle in enumerate(handles):
-            for entry in handle.entries:
-                entry.gates.append(table.gate(slot))
-        handle = RowsHandle(model, handles, table, Host.for_model(model))
-        _fuse_additions(handle._host, handles, table, plugins, owner=handle)  # type: ignore[arg-type]
-    except BaseException:
-        for attached in handles:
-            attached.detach()
-        raise
-    return handle
+def attach_row_slots(model: torch.nn.Module, handles: Sequence[Handle], assignment: RowAssignment,
+                     plugins: Plugins | None) -> RowsHandle:
+    """Gate each attached handle (one per slot) to the input rows ``assignment`` gives it, fuse plain
+    additions, and return the :class:`RowsHandle` owning them (the caller detaches ``handles`` on failure)."""
+    device = next((e.strength.device for h in handles for e in h.entries), torch.device("cpu"))
+    table = RowSlots(len(handles), device)
+    table.assign(assignment)
+    for slot, handle in enumerate(handles):
+        for entry in handle.entries:
+            entry.gates.append(table.gate(slot))
+    rows_handle = RowsHandle(model, handles, table, Host.for_model(model))
+    _fuse_additions(Host.for_model(model), handles, table, plugins, owner=rows_handle)
+    return rows_handle
 
 
 def _fuse_additions(host: Host, handles: Sequence[Handle], table: RowSlots, plugins: Plugins | None,
