@@ -16,7 +16,10 @@ from steerplug.engines.allowlist import (
     RequestError,
     Steering,
     bundles_in,
+    normalised,
     recipe_dirs,
+    requested,
+    slot_and_strength,
 )
 from steerplug.engines.vllm_plugin import is_tested, version_tuple, when_imported
 from steerplug.errors import RecipeError, SteerplugError
@@ -75,6 +78,19 @@ def test_bad_requests_are_refused_with_one_clear_line(served: Allowlist, args: d
     with pytest.raises(RequestError) as caught:
         served.parse(args)
     assert str(caught.value) == message
+
+
+def test_request_helpers(served: Allowlist) -> None:
+    assert requested(served, None) is None and requested(None, {"other": 1}) is None
+    args = {"steerplug": "solo", "steerplug_strength": 2, "other": 1}
+    steering = requested(served, args)
+    assert steering == Steering("solo", 2.0)
+    assert normalised(args, steering) == {"steerplug": {"recipe": "solo", "strength": 2.0}, "other": 1}
+    assert requested(served, normalised(args, steering)) == steering  # idempotent (frontend, then engine core)
+    assert slot_and_strength(served, normalised(args, steering)) == (3, 2.0)
+    assert slot_and_strength(served, None) == (0, 1.0)
+    with pytest.raises(RequestError, match="serves no steerplug recipes"):
+        requested(None, {"steerplug": "solo"})
 
 
 def test_an_engine_without_recipes_says_so() -> None:

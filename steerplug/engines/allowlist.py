@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 
 ENV_VAR = "STEERPLUG_VLLM_RECIPES"
 """Folders of recipe bundles, separated by ``:`` (``os.pathsep``)."""
+SETTING_KEY = "steerplug"
+"""The engine setting's key (vLLM's ``additional_config``): ``{"steerplug": {"recipes": ["DIR", ...]}}``."""
+RESOLVED_KEY = "steerplug_resolved"
+"""Where the starting process records the folders and the fingerprint for every other process."""
 REQUEST_KEY = "steerplug"
 """``SamplingParams.extra_args`` / ``vllm_xargs`` key naming the recipe."""
 STRENGTH_KEY = "steerplug_strength"
@@ -155,7 +159,7 @@ class Allowlist:
     @property
     def fingerprint(self) -> str:
         """sha256 over the steerplug version and every (name, digest): equal sets, equal compiled graphs."""
-        from steerplug import __version__
+        from steerplug._version import __version__
 
         payload = json.dumps([__version__, sorted((s.name, s.digest) for s in self.served.values())])
         return hashlib.sha256(payload.encode()).hexdigest()
@@ -207,6 +211,29 @@ class Allowlist:
         parts = [user_salt, served.name, served.digest, float(steering.strength).hex(),
                  prompt_len if served.prompt_dependent else None]
         return SALT_PREFIX + "s:" + json.dumps(parts)
+
+
+def requested(allowlist: Allowlist | None, extra_args: Any) -> Steering | None:
+    """A request's steering from its extra arguments (None: unsteered); RequestError for anything invalid,
+    including any steering argument sent to an engine that serves no recipes."""
+    if not isinstance(extra_args, Mapping) or (REQUEST_KEY not in extra_args and STRENGTH_KEY not in extra_args):
+        return None
+    return (allowlist or Allowlist([])).parse(extra_args)
+
+
+def normalised(extra_args: Mapping[str, Any], steering: Steering) -> dict[str, Any]:
+    """New extra arguments whose ``steerplug`` is ``{"recipe": ..., "strength": ...}``."""
+    args = {k: v for k, v in extra_args.items() if k != STRENGTH_KEY}
+    args[REQUEST_KEY] = steering.as_arg()
+    return args
+
+
+def slot_and_strength(allowlist: Allowlist, extra_args: Any) -> tuple[int, float]:
+    """``(slot, strength)`` of one running request (slot 0: unsteered)."""
+    steering = requested(allowlist, extra_args)
+    if steering is None:
+        return 0, 1.0
+    return allowlist.served[steering.recipe].slot, steering.strength
 
 
 def _served(slot: int, recipe: Recipe) -> Served:

@@ -25,13 +25,20 @@ from typing import Any
 
 from steerplug.errors import RecipeError, SteerplugError
 
-from .allowlist import ENV_VAR, REQUEST_KEY, STRENGTH_KEY, Allowlist, RequestError, Steering, recipe_dirs
+from .allowlist import (
+    ENV_VAR,
+    REQUEST_KEY,
+    RESOLVED_KEY,
+    SETTING_KEY,
+    Allowlist,
+    RequestError,
+    normalised,
+    recipe_dirs,
+    requested,
+)
 from .slots import placement_problems
-from .vllm_sites import VERIFIED_ARCHITECTURES
+from .vllm_sites import VERIFIED_ARCHITECTURES, model_info
 
-SETTING_KEY = "steerplug"
-"""``additional_config`` key of the documented setting: ``{"steerplug": {"recipes": ["DIR", ...]}}``."""
-RESOLVED_KEY = "steerplug_resolved"
 V2_RUNNER_ENV = "VLLM_USE_V2_MODEL_RUNNER"
 _ALLOWLISTS: dict[str, Allowlist] = {}
 
@@ -111,15 +118,6 @@ def refuse_unsupported(config: Any) -> None:
                              "the vLLM engine yet")
 
 
-def model_info(config: Any) -> Any:
-    """The model facts recipes bind to (``model:`` section), from vLLM's model config."""
-    from steerplug.sites.base import ModelInfo
-
-    text = config.model_config.hf_text_config
-    return ModelInfo(model_type=str(text.model_type), architectures=tuple(config.model_config.architectures or ()),
-                     hidden_size=int(text.hidden_size), num_layers=int(text.num_hidden_layers))
-
-
 def allowlist_of(config: Any) -> Allowlist | None:
     """This engine's allowlist (loaded once per process and checked against the starting process's
     fingerprint), or None when it serves no recipes."""
@@ -139,25 +137,11 @@ def allowlist_of(config: Any) -> Allowlist | None:
 
 # ---- requests --------------------------------------------------------------------------------------------
 
-def parse_request(allowlist: Allowlist | None, extra_args: Any) -> Steering | None:
-    """The request's steering (None: unsteered); RequestError for anything invalid."""
-    if not isinstance(extra_args, dict) or (REQUEST_KEY not in extra_args and STRENGTH_KEY not in extra_args):
-        return None
-    return (allowlist or Allowlist([])).parse(extra_args)
-
-
-def normalised(extra_args: dict[str, Any], steering: Steering) -> dict[str, Any]:
-    """A new ``extra_args`` whose ``steerplug`` is ``{"recipe": ..., "strength": ...}``."""
-    args = {k: v for k, v in extra_args.items() if k != STRENGTH_KEY}
-    args[REQUEST_KEY] = steering.as_arg()
-    return args
-
-
 def _process_inputs(original: Callable[..., Any]) -> Callable[..., Any]:
     def process_inputs(self: Any, request_id: str, prompt: Any, params: Any, *args: Any, **kwargs: Any) -> Any:
         extra = getattr(params, "extra_args", None)
         try:
-            steering = parse_request(allowlist_of(self.vllm_config), extra)
+            steering = requested(allowlist_of(self.vllm_config), extra)
             if steering is not None and kwargs.get("resumable"):
                 raise RequestError("steerplug: resumable (streaming-input) requests cannot be steered yet")
         except RequestError as exc:
@@ -176,7 +160,7 @@ def _preprocess_add_request(original: Callable[..., Any]) -> Callable[..., Any]:
     def preprocess_add_request(self: Any, request: Any) -> Any:
         allowlist = allowlist_of(self.vllm_config)
         params = request.sampling_params
-        steering = parse_request(allowlist, getattr(params, "extra_args", None))
+        steering = requested(allowlist, getattr(params, "extra_args", None))
         if steering is not None:
             params.extra_args = normalised(params.extra_args, steering)
         if allowlist is not None:
@@ -191,12 +175,3 @@ def prompt_length(request: Any) -> int:
     if request.prompt_token_ids is not None:
         return len(request.prompt_token_ids)
     return int(request.prompt_embeds.shape[0])
-
-
-def steering_values(allowlist: Allowlist, params: Any) -> tuple[int, float]:
-    """``(slot, strength)`` of one running request (slot 0: unsteered)."""
-    steering = parse_request(allowlist, getattr(params, "extra_args", None))
-    if steering is None:
-        return 0, 1.0
-    return allowlist.served[steering.recipe].slot, steering.strength
-

@@ -63,10 +63,10 @@ def _refuse_version(version: str) -> Callback:
         original = module.EngineArgs.create_engine_config
 
         def create_engine_config(self: Any, *args: Any, **kwargs: Any) -> Any:
-            from .allowlist import ENV_VAR
+            from .allowlist import ENV_VAR, SETTING_KEY
 
             extra = getattr(self, "additional_config", None)
-            if os.environ.get(ENV_VAR) or (isinstance(extra, dict) and "steerplug" in extra):
+            if os.environ.get(ENV_VAR) or (isinstance(extra, dict) and SETTING_KEY in extra):
                 low, high = (".".join(map(str, v)) for v in TESTED_VLLM)
                 raise SteerplugError(f"steerplug: serving recipes is tested with vLLM >={low},<{high}; this is "
                                      f"vLLM {version} (pip install 'steerplug[vllm]' installs a tested one)")

@@ -20,9 +20,9 @@ import numpy as np
 
 from steerplug.errors import SteerplugError
 
-from .allowlist import Allowlist
+from .allowlist import RESOLVED_KEY, Allowlist, slot_and_strength
 from .slots import TokenFeed, compile_points
-from .vllm_sites import decoder_layers, install
+from .vllm_sites import decoder_layers, install, model_info
 
 AllowlistOf = Callable[[Any], "Allowlist | None"]
 _MODELS = itertools.count()
@@ -39,15 +39,14 @@ class RunnerSteering:
 
     def request_values(self, req_ids: list[str], requests: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """``(slots, strengths)`` of the requests in batch order (cached per request id)."""
-        from .vllm_adapter import steering_values
-
         if len(self._values) > 2 * len(requests) + 256:  # forget finished requests now and then
             self._values = {k: v for k, v in self._values.items() if k in requests}
         values = []
         for req_id in req_ids:
             found = self._values.get(req_id)
             if found is None:
-                found = self._values[req_id] = steering_values(self.allowlist, requests[req_id].sampling_params)
+                params = requests[req_id].sampling_params
+                found = self._values[req_id] = slot_and_strength(self.allowlist, getattr(params, "extra_args", None))
             values.append(found)
         slots = np.fromiter((v[0] for v in values), dtype=np.int32, count=len(values))
         gains = np.fromiter((v[1] for v in values), dtype=np.float32, count=len(values))
@@ -57,8 +56,6 @@ class RunnerSteering:
 def install_on_runner(runner: Any, allowlist: Allowlist) -> RunnerSteering:
     """Compile the allowlist onto the runner's loaded model and hook it."""
     from steerplug.plugins import get_plugins
-
-    from .vllm_adapter import RESOLVED_KEY, model_info
 
     config = runner.vllm_config
     info = model_info(config)

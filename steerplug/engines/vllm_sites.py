@@ -23,6 +23,7 @@ import torch
 from torch.utils.hooks import RemovableHandle
 
 from steerplug.errors import SteerplugError
+from steerplug.sites.base import ModelInfo
 
 from .slots import Points, SlotEntry, TokenFeed, steer_tokens
 
@@ -34,6 +35,13 @@ VERIFIED_ARCHITECTURES: dict[str, str] = {
 convention, checked against Transformers token for token in our tests; value: the layer list's path."""
 
 BUFFER_NAMES = ("steerplug_slot", "steerplug_prompt_end", "steerplug_gain")
+
+
+def model_info(config: Any) -> ModelInfo:
+    """The model facts recipes bind to (``model:`` section), from a vLLM config."""
+    text = config.model_config.hf_text_config
+    return ModelInfo(model_type=str(text.model_type), architectures=tuple(config.model_config.architectures or ()),
+                     hidden_size=int(text.hidden_size), num_layers=int(text.num_hidden_layers))
 
 
 def decoder_layers(model: torch.nn.Module, architecture: str) -> Sequence[torch.nn.Module]:
