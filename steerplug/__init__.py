@@ -5,8 +5,9 @@ One line steers ``model.generate()``::
     handle = steerplug.steer(model, "recipes/spanish/recipe.yaml")
 """
 
+from steerplug._version import __version__
 from steerplug.bake import bake
-from steerplug.errors import Problem, RecipeError, SiteError, SteerplugError
+from steerplug.errors import Problem, RecipeError, SequenceError, SiteError, SteerplugError
 from steerplug.extract import extract
 from steerplug.hookspecs import hookimpl
 from steerplug.models import ModelOptions, load_model
@@ -14,14 +15,12 @@ from steerplug.probes.generate import generate_with_probes
 from steerplug.recipe.load import Recipe, load_recipe
 from steerplug.recording import Recording, record
 from steerplug.runtime.handle import Handle, attached
-from steerplug.runtime.rows import RowsHandle, steer_rows
-from steerplug.runtime.steer import steer
+from steerplug.runtime.rows import RowsHandle
+from steerplug.runtime.steer import steer, steer_rows
 from steerplug.sites.adapter import resolve_adapter as site_adapter
 from steerplug.sweep import sweep
 from steerplug.tokenizers import use_tokenizer
 from steerplug.train import Trained, TrainingData, train
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Handle",
@@ -31,6 +30,7 @@ __all__ = [
     "RecipeError",
     "Recording",
     "RowsHandle",
+    "SequenceError",
     "SiteError",
     "SteerplugError",
     "Trained",

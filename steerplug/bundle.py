@@ -20,7 +20,7 @@ from steerplug.errors import SteerplugError
 from steerplug.recipe.artifacts import sha256_bytes
 
 if TYPE_CHECKING:
-    from steerplug.recipe.load import Recipe
+    from steerplug.recipe.data import RecipeData
 
 RECIPE_FILE = "recipe.yaml"
 CARD_FILE = "README.md"
@@ -82,11 +82,11 @@ def artifact_bytes(table: Mapping[str, torch.Tensor]) -> bytes:
 
 
 def in_memory_recipe(document: Mapping[str, Any], tensors: Mapping[str, Mapping[str, torch.Tensor]],
-                     source: str) -> Recipe:
-    """A validated :class:`Recipe` from a document and its tensors, without a folder: artifacts get the
+                     source: str) -> RecipeData:
+    """A validated recipe from a document and its tensors, without a folder: artifacts get the
     path and sha256 they will have when saved, and the tensors are held as a bundle stores them."""
     from steerplug.plugins import get_plugins
-    from steerplug.recipe.load import Recipe
+    from steerplug.recipe.data import RecipeData
     from steerplug.recipe.validate import validate_document
 
     doc = copy.deepcopy(dict(document))
@@ -96,7 +96,7 @@ def in_memory_recipe(document: Mapping[str, Any], tensors: Mapping[str, Mapping[
         artifacts[name] = {"path": f"{name}.safetensors", "sha256": sha256_bytes(artifact_bytes(table))}
     if not artifacts:
         doc.pop("artifacts")
-    return Recipe(spec=validate_document(doc, source, get_plugins()), tensors=stored, source=source)
+    return RecipeData(spec=validate_document(doc, source, get_plugins()), tensors=stored, source=source)
 
 
 def _stored(tensor: torch.Tensor) -> torch.Tensor:
@@ -107,9 +107,9 @@ def _stored(tensor: torch.Tensor) -> torch.Tensor:
 def _fill(staging: Path, target: Path, document: Mapping[str, Any],
           tensors: Mapping[str, Mapping[str, torch.Tensor]] | None, card_body: str | None,
           card_ref: str | None) -> None:
-    from steerplug import __version__
-    from steerplug.recipe.load import load_recipe
+    from steerplug._version import __version__
     from steerplug.recipe.parse import parse_document
+    from steerplug.recipe.read import read_recipe
 
     doc = copy.deepcopy(dict(document))
     artifacts = doc.setdefault("artifacts", {})
@@ -126,7 +126,7 @@ def _fill(staging: Path, target: Path, document: Mapping[str, Any],
                                      encoding="utf-8")
     name = str(target / RECIPE_FILE)
     # a bundle we write must load as written (it is not in any lockfile yet)
-    load_recipe(parse_document(text.encode("utf-8"), name), base_dir=staging, name=name, locked=False)
+    read_recipe(parse_document(text.encode("utf-8"), name), base_dir=staging, name=name, locked=False)
 
 
 def _swap_into(staging: Path, target: Path) -> None:
@@ -211,15 +211,15 @@ def check_bundle(folder: str | Path) -> list[str]:
     return inspect_bundle(folder)[1]
 
 
-def inspect_bundle(folder: str | Path) -> tuple[Recipe, list[str]]:
+def inspect_bundle(folder: str | Path) -> tuple[RecipeData, list[str]]:
     """:func:`check_bundle`, also returning the loaded (verified) recipe so callers need not load it again.
     A bundle being published is checked against its own sha256s, not against a project's lockfile."""
-    from steerplug.recipe.load import load_recipe
+    from steerplug.recipe.read import read_recipe
 
     root = Path(folder)
     if not (root / RECIPE_FILE).is_file():
         raise SteerplugError(f"'{root}' is not a bundle: it has no {RECIPE_FILE}")
-    recipe = load_recipe(root, locked=False)  # validates, checks every artifact's sha256
+    recipe = read_recipe(root, locked=False)  # validates, checks every artifact's sha256
     allowed = {RECIPE_FILE, CARD_FILE}
     allowed.update(path for a in recipe.spec.artifacts.values() for path in a.files())
     files: list[str] = []

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from steerplug._version import __version__
 from steerplug.errors import RecipeError, SteerplugError
 from steerplug.hub.remote import RemoteFile, artifact_files
 from steerplug.recipe.parse import parse_document, read_capped
 
 if TYPE_CHECKING:
-    from steerplug.recipe.load import Recipe
+    from steerplug.recipe.data import RecipeData
 
 LOCK_FILE = "steerplug.lock"
 LOCK_VERSION = 1
@@ -48,7 +49,7 @@ class LockEntry:
         return {**self.extra, **data}
 
 
-def entry_for(ref: str, recipe: Recipe) -> LockEntry:
+def entry_for(ref: str, recipe: RecipeData) -> LockEntry:
     """The lock entry of a recipe loaded from ``ref``."""
     origin = dict(recipe.origin)
     files = {recipe_file_of(origin): origin["recipe_sha256"]}
@@ -100,8 +101,6 @@ def _entry_from_json(item: Mapping[str, Any]) -> LockEntry:
 
 def render_lock(entries: Mapping[str, LockEntry]) -> str:
     """The lockfile text: sorted, indented JSON."""
-    from steerplug import __version__
-
     document = {"version": LOCK_VERSION, "steerplug": __version__,
                 "recipes": {ref: entry.to_json() for ref, entry in entries.items()}}
     return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
@@ -121,13 +120,6 @@ def lock_changes(old: Mapping[str, LockEntry], new: Mapping[str, LockEntry]) -> 
         elif before.commit == after.commit and before.to_json() != after.to_json():
             changes.append(f"'{ref}' resolves differently ({after.resolved})")
     return changes
-
-
-def lock_refs(refs: Iterable[str]) -> dict[str, LockEntry]:
-    """Load every reference (downloading and verifying remote ones) and return its lock entry."""
-    from steerplug.recipe.load import load_recipe
-
-    return {ref: entry_for(ref, load_recipe(ref, locked=False)) for ref in sorted(set(refs))}
 
 
 def lockfile_for(locked: bool | str | Path | None) -> Path | None:

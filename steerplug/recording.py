@@ -46,7 +46,7 @@ class Recording:
 
     def save(self, path: str | Path) -> Path:
         """Write a safetensors file (a folder gets ``recordings.safetensors``); returns the file path."""
-        from steerplug import __version__
+        from steerplug._version import __version__
 
         target = Path(path)
         if target.is_dir():

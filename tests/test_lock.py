@@ -13,7 +13,8 @@ import torch
 import steerplug
 from steerplug.cli.main import main
 from steerplug.errors import RecipeError, SteerplugError
-from steerplug.lock import lock_refs, read_lock, render_lock
+from steerplug.lock import read_lock, render_lock
+from steerplug.recipe.read import lock_refs
 from tests.helpers.hub import folder_files, isolate, make_bundle, serve, static_files, write_hub_snapshot
 from tests.helpers.models import tiny_llama
 

@@ -9,7 +9,7 @@ import torch
 
 import steerplug
 from steerplug.runtime.host import Host
-from steerplug.runtime.rows import steer_rows
+from steerplug.runtime.steer import steer_rows
 from tests.helpers.models import Recorder, hook_count, recipe, tiny
 
 # Left-padded batch: prompt lengths 5, 3, 6, 4 (pad id 0).

@@ -95,7 +95,7 @@ def render_card(result: BakeResult, base_model: str | None, tolerance: float) ->
               f"({result.relative_error:.2e} relative, tolerance {tolerance:.0e}).", ""]
     if result.notes:
         lines += ["Notes:", "", *[f"- {note}" for note in result.notes], ""]
-    from steerplug import __version__
+    from steerplug._version import __version__
 
     lines += ["```json", json.dumps({"steerplug_version": __version__, "recipes": result.recipe_records()},
                                     indent=2), "```", ""]

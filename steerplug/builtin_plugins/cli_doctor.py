@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 import time
 from collections.abc import Callable
 
@@ -26,17 +27,17 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps({"versions": versions(), "exact": exact, "checks": [o.__dict__ for o in outcomes]},
                          indent=2))
     else:
-        print("steerplug doctor: is steering exact on this stack? Each cell steers a tiny random Llama inside "
-              "generate() and compares tokens and logits bit for bit with a hand-written hook that knows every "
-              "token's position.")
+        print(textwrap.fill("steerplug doctor: is steering exact on this stack? Each cell steers a tiny random "
+                            "Llama inside generate() and compares tokens and logits bit for bit with a "
+                            "hand-written hook that knows every token's position.", 100))
         print("  " + " · ".join(f"{name} {version}" for name, version in versions().items()))
         print()
         print(table(outcomes))
         print()
         for line in problems(outcomes):
             print(line)
-        verdict = "exact" if exact == len(outcomes) else "NOT EXACT: do not trust steering on this stack"
-        print(f"{exact}/{len(outcomes)} checks exact: {verdict} ({seconds:.1f} s)")
+        verdict = "" if exact == len(outcomes) else ": NOT EXACT, do not trust steering on this stack"
+        print(f"{exact}/{len(outcomes)} checks exact{verdict} ({seconds:.1f} s)")
     return 0 if exact == len(outcomes) else 1
 
 

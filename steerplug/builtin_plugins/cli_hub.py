@@ -108,7 +108,8 @@ def _configure_lock(parser: argparse.ArgumentParser) -> None:
 
 def _run_lock(args: argparse.Namespace) -> int:
     from steerplug.hub.dropin import list_dropins
-    from steerplug.lock import lock_changes, lock_refs, read_lock, read_lock_bytes, render_lock
+    from steerplug.lock import lock_changes, read_lock, read_lock_bytes, render_lock
+    from steerplug.recipe.read import lock_refs
 
     previous = read_lock_bytes(args.lockfile).decode("utf-8", errors="replace") if args.lockfile.exists() else None
     refs = list(args.refs)

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from steerplug import __version__
+from steerplug._version import __version__
 from steerplug.errors import RecipeError, SteerplugError, did_you_mean
 from steerplug.plugins import get_plugins
 

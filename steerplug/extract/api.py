@@ -143,8 +143,9 @@ class Extraction:
     def recipe(self) -> Recipe:
         """The recipe this extraction writes, in memory: ``steerplug.steer(model, result)`` uses it."""
         from steerplug.bundle import in_memory_recipe
+        from steerplug.recipe.load import as_recipe
 
-        return in_memory_recipe(self.document(), self.tensors(), source=f"<extracted {self.name}>")
+        return as_recipe(in_memory_recipe(self.document(), self.tensors(), source=f"<extracted {self.name}>"))
 
     def write(self, folder: str | Path, overwrite: bool = False) -> Path:
         """Write the bundle (``recipe.yaml``, ``vectors.safetensors``, ``README.md``); return the recipe path."""

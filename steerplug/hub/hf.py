@@ -80,7 +80,7 @@ def _fetch_card(hub: HubRef, commit: str, staging: Path) -> None:
 def _download(hub: HubRef, filename: str, revision: str | None, dry_run: bool = False) -> Any:
     from huggingface_hub import hf_hub_download
 
-    from steerplug import __version__
+    from steerplug._version import __version__
 
     return hf_hub_download(hub.repo_id, filename, repo_type="model", revision=revision,
                            cache_dir=os.environ.get("HF_HUB_CACHE") or None, endpoint=os.environ.get("HF_ENDPOINT"),

@@ -14,7 +14,8 @@ from steerplug.hub.hf import hub_errors
 from steerplug.hub.hfref import parse_hub_ref
 from steerplug.lock import recipe_file_of
 from steerplug.recipe.artifacts import confined_path, sha256_file
-from steerplug.recipe.load import Recipe, load_recipe
+from steerplug.recipe.data import RecipeData
+from steerplug.recipe.read import read_recipe
 
 REPO_TYPE = "model"
 """Recipe bundles live in model repos, tagged ``library_name: steerplug`` like PEFT adapters."""
@@ -52,7 +53,7 @@ def push_bundle(folder: str | Path, target: str, *, private: bool | None = None,
     return hub.at(info.oid)
 
 
-def _card_for(staging: Path, recipe: Recipe, ref: str) -> None:
+def _card_for(staging: Path, recipe: RecipeData, ref: str) -> None:
     """Generate the card when the bundle has no steerplug card; else point its usage snippet at ``ref``."""
     card = staging / CARD_FILE
     if read_card(staging).get("library_name") != "steerplug":
@@ -63,17 +64,17 @@ def _card_for(staging: Path, recipe: Recipe, ref: str) -> None:
                     encoding="utf-8")
 
 
-def _message(recipe: Recipe) -> str:
+def _message(recipe: RecipeData) -> str:
     return f"steerplug: {recipe.name} {recipe.spec.metadata.version or ''}".rstrip()
 
 
 def pull_bundle(ref: str, target: str | Path | None = None, *, overwrite: bool = False,
-                locked: bool | str | Path | None = None) -> tuple[Recipe, Path]:
+                locked: bool | str | Path | None = None) -> tuple[RecipeData, Path]:
     """Load ``ref`` (downloading and verifying it) and write it as a bundle folder: ``target``, or
     ``./recipes/<metadata.name>`` so it is a drop-in. Returns the recipe and the folder."""
     if target is not None:
         _check_target(Path(target), overwrite)  # before downloading anything
-    recipe = load_recipe(ref, locked=locked)
+    recipe = read_recipe(ref, locked=locked)
     if recipe.root is None:
         raise SteerplugError(f"{ref} has no bundle folder to pull")
     folder = Path(target) if target is not None else Path("recipes") / recipe.name
@@ -93,7 +94,7 @@ def pull_bundle(ref: str, target: str | Path | None = None, *, overwrite: bool =
         shutil.copyfile(card, folder / CARD_FILE)
     else:
         (folder / CARD_FILE).write_text(render_card(recipe.to_dict(), ref=ref), encoding="utf-8")
-    load_recipe(folder, locked=False)  # what we wrote must load and verify
+    read_recipe(folder, locked=False)  # what we wrote must load and verify
     return recipe, folder
 
 

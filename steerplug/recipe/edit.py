@@ -1,4 +1,4 @@
-"""Edited copies of a frozen :class:`~steerplug.recipe.load.Recipe`, and saving or publishing one.
+"""Edited copies of a frozen recipe, and saving or publishing one.
 
 ``Recipe.replace``, ``Recipe.with_intervention``, ``Recipe.save`` and ``Recipe.push_to_hub`` call these.
 Every copy is validated again (the same schema and pydantic checks as a loaded file) and keeps the original's
@@ -12,23 +12,27 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import replace as dataclass_replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
+from steerplug.bundle import CARD_FILE, card_sections, write_bundle
 from steerplug.errors import SteerplugError, did_you_mean
+from steerplug.hub.publish import push_bundle
+from steerplug.plugins import get_plugins
+from steerplug.recipe.data import RecipeData
+from steerplug.recipe.validate import validate_document
 
-if TYPE_CHECKING:
-    from steerplug.recipe.load import Recipe
+AnyRecipe = TypeVar("AnyRecipe", bound=RecipeData)
 
 EDITABLE = ("metadata", "model", "interventions", "probes", "monitors")
 """Top-level sections ``replace`` may change."""
 
 
-def recipe_document(recipe: Recipe) -> dict[str, Any]:
+def recipe_document(recipe: RecipeData) -> dict[str, Any]:
     """The full document of ``recipe`` (``apiVersion`` and ``kind`` included) as plain data."""
     return {"apiVersion": recipe.spec.apiVersion, "kind": "Recipe", **copy.deepcopy(recipe.to_dict())}
 
 
-def replace_sections(recipe: Recipe, sections: Mapping[str, Any]) -> Recipe:
+def replace_sections(recipe: AnyRecipe, sections: Mapping[str, Any]) -> AnyRecipe:
     """A validated copy with top-level sections changed: a mapping given for a mapping section is merged one
     level deep (``metadata={"name": "x"}`` renames), anything else replaces the section, None removes it."""
     document = recipe_document(recipe)
@@ -47,7 +51,8 @@ def replace_sections(recipe: Recipe, sections: Mapping[str, Any]) -> Recipe:
     return rebuild(recipe, document)
 
 
-def with_intervention(recipe: Recipe, intervention: str | Mapping[str, Any], fields: Mapping[str, Any]) -> Recipe:
+def with_intervention(recipe: AnyRecipe, intervention: str | Mapping[str, Any], fields: Mapping[str, Any]
+                      ) -> AnyRecipe:
     """A validated copy where the intervention with id ``intervention`` has ``fields`` changed (None removes a
     field, restoring its default), or where a new intervention dict is added (replacing one with its id)."""
     document = recipe_document(recipe)
@@ -70,22 +75,17 @@ def with_intervention(recipe: Recipe, intervention: str | Mapping[str, Any], fie
     return rebuild(recipe, document)
 
 
-def rebuild(recipe: Recipe, document: dict[str, Any]) -> Recipe:
-    """Validate ``document`` and return it as a recipe holding ``recipe``'s tensors."""
-    from steerplug.plugins import get_plugins
-    from steerplug.recipe.validate import validate_document
-
+def rebuild(recipe: AnyRecipe, document: dict[str, Any]) -> AnyRecipe:
+    """Validate ``document`` and return it as a recipe (of ``recipe``'s class) holding ``recipe``'s tensors."""
     if document.get("artifacts") != recipe_document(recipe).get("artifacts"):
         raise SteerplugError("an edited recipe keeps its artifacts (their tensors are verified); build a new recipe")
     spec = validate_document(document, recipe.source, get_plugins())
     return dataclass_replace(recipe, spec=spec, origin={"edited_from": recipe.source})
 
 
-def save_recipe(recipe: Recipe, folder: str | Path, *, overwrite: bool = False) -> Path:
+def save_recipe(recipe: RecipeData, folder: str | Path, *, overwrite: bool = False) -> Path:
     """Write ``recipe`` as a bundle folder (atomically) and return the path of its ``recipe.yaml``; the
     model card keeps the sections of the bundle it was loaded from."""
-    from steerplug.bundle import CARD_FILE, card_sections, write_bundle
-
     if any(a.format != "safetensors" for a in recipe.spec.artifacts.values()):
         raise SteerplugError(f"recipe '{recipe.name}' has folder artifacts (format: sae); copy its bundle folder "
                              "instead of saving it")
@@ -96,11 +96,9 @@ def save_recipe(recipe: Recipe, folder: str | Path, *, overwrite: bool = False) 
     return write_bundle(folder, document, recipe.tensors, card_body=body or None, overwrite=overwrite)
 
 
-def push_recipe(recipe: Recipe, repo: str, *, private: bool | None = None, message: str | None = None) -> str:
+def push_recipe(recipe: RecipeData, repo: str, *, private: bool | None = None, message: str | None = None) -> str:
     """Save ``recipe`` and upload it to ``repo`` (``owner/name`` or ``hf://owner/name[@branch][/folder]``);
     returns the pinned ``hf://`` reference of the commit."""
-    from steerplug.hub.publish import push_bundle
-
     target = repo if repo.startswith("hf://") else f"hf://{repo}"
     with tempfile.TemporaryDirectory(prefix="steerplug-save-") as tmp:
         folder = Path(tmp) / "bundle"

@@ -16,6 +16,7 @@ from steerplug.runtime.binding import binding_problems, resolve_layers
 from steerplug.runtime.masks import Activation
 from steerplug.runtime.runner import CompiledEntry
 from steerplug.runtime.sequence import SequenceTracker
+from steerplug.runtime.setting import Setting
 from steerplug.runtime.vectors import resolve_vector
 from steerplug.sites.base import UNLAYERED_SITES, SiteAdapter, SiteBinding
 
@@ -84,8 +85,7 @@ def _compile_item(model: torch.nn.Module, recipe: Recipe, index: int, item: Any,
         entry = CompiledEntry(
             owner=owner, recipe=recipe.name, intervention=item.id, label=binding.label, edit=edit,
             activation=activation,
-            strength=torch.tensor(item.strength, device=device, dtype=dtype),
-            enabled=torch.tensor(item.enabled, device=device),
+            strength=Setting.of(item.strength, device, dtype), enabled=Setting.of(item.enabled, device),
             finish_output=output_finisher(binding, adapter.info, recipe.source, pointer),
         )
         placed.append((binding, entry))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -13,8 +13,8 @@ from steerplug.errors import SteerplugError, did_you_mean
 from steerplug.runtime.runner import CompiledEntry
 
 if TYPE_CHECKING:
-    from steerplug.probes.attach import Readings
-    from steerplug.recipe.load import Recipe
+    from steerplug.probes.readings import Readings
+    from steerplug.recipe.data import RecipeData
     from steerplug.runtime.host import Host
 
 
@@ -34,9 +34,11 @@ def attached(model: torch.nn.Module) -> list[Handle]:
 class Handle:
     """Recipes attached to a model. Use as a context manager, or call :meth:`detach`."""
 
-    def __init__(self, model: torch.nn.Module, recipes: Sequence[Recipe], host: Host):
+    def __init__(self, model: torch.nn.Module, recipes: Sequence[RecipeData], host: Host,
+                 before_detach: Callable[[Handle], None] | None = None):
         self.model = model
-        self.recipes: tuple[Recipe, ...] = tuple(recipes)
+        self.recipes: tuple[RecipeData, ...] = tuple(recipes)
+        self._before_detach = before_detach
         self.entries: list[CompiledEntry] = []
         self._host: Host | None = host
         self.readings: Readings | None = None
@@ -57,10 +59,9 @@ class Handle:
         before (bitwise). Calling it twice is harmless."""
         if self._host is None:
             return
-        from steerplug.plugins import get_plugins
-
         try:
-            get_plugins().hook.steerplug_before_detach(handle=self)
+            if self._before_detach is not None:
+                self._before_detach(self)
         finally:
             self._host.remove(self)
             self._host = None

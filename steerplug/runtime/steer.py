@@ -14,15 +14,53 @@ import torch
 from steerplug.errors import SteerplugError, did_you_mean
 from steerplug.plugins import Plugins, get_plugins
 from steerplug.probes.attach import attach_readings
-from steerplug.recipe.load import Recipe, load_recipe
+from steerplug.recipe.data import RecipeData
+from steerplug.recipe.load import load_recipe
 from steerplug.runtime.compile import compile_recipes
 from steerplug.runtime.handle import Handle, attached, register_handle
 from steerplug.runtime.host import Host
-from steerplug.runtime.rows import is_row_map, steer_rows
+from steerplug.runtime.rows import RowsHandle, attach_row_slots
 from steerplug.runtime.runner import CompiledEntry
 from steerplug.sites.adapter import resolve_adapter
 
-RecipeRef = Union[Recipe, str, Path, Mapping[str, Any]]  # noqa: UP007 (public alias, readable in docs)
+RecipeRef = Union[RecipeData, str, Path, Mapping[str, Any]]  # noqa: UP007 (public alias, readable in docs)
+
+
+def is_row_map(value: Any) -> bool:
+    """True for ``{row_index: recipe, ...}`` (a recipe document has string keys)."""
+    return isinstance(value, Mapping) and bool(value) and all(isinstance(k, int) for k in value)
+
+
+def steer_rows(model: torch.nn.Module, rows: Mapping[int, RecipeRef | None] | Sequence[RecipeRef | None], *,
+               plugins: Plugins | None = None, **options: Any) -> RowsHandle:
+    """Attach a recipe per input row: ``{row: recipe}`` or a list with one recipe (or None) per row; the
+    beams and returned sequences of a prompt follow its row.
+
+    The same recipe object used for several rows is attached once. Returns a :class:`RowsHandle`.
+    """
+    items = list(rows.items()) if isinstance(rows, Mapping) else list(enumerate(rows))
+    refs: list[Any] = []
+    assignment: dict[int, int | None] = {}
+    for row, ref in items:
+        if ref is None:
+            assignment[row] = None
+            continue
+        slot = next((i for i, known in enumerate(refs) if known is ref), None)
+        if slot is None:
+            refs.append(ref)
+            slot = len(refs) - 1
+        assignment[row] = slot
+    if not refs:
+        raise SteerplugError("per-row steering needs at least one recipe")
+    handles: list[Handle] = []
+    try:
+        for ref in refs:
+            handles.append(steer(model, ref, plugins=plugins, **options))
+        return attach_row_slots(model, handles, assignment)
+    except BaseException:
+        for attached_handle in handles:
+            attached_handle.detach()
+        raise
 
 
 def steer(model: torch.nn.Module, recipes: RecipeRef | Sequence[RecipeRef], *,
@@ -56,7 +94,7 @@ def steer(model: torch.nn.Module, recipes: RecipeRef | Sequence[RecipeRef], *,
         refuse_restacking(model, loaded)
     adapter = resolve_adapter(model, plugins)
     host = Host.for_model(model)
-    handle = Handle(model, loaded, host)
+    handle = Handle(model, loaded, host, before_detach=lambda h: plugins.hook.steerplug_before_detach(handle=h))
     try:
         placed = compile_recipes(model, loaded, adapter, plugins, owner=handle, tracker=host.tracker)
         handle.entries = [entry for _, entry in placed]
@@ -74,16 +112,16 @@ def steer(model: torch.nn.Module, recipes: RecipeRef | Sequence[RecipeRef], *,
 
 
 def _as_ref(value: Any) -> RecipeRef:
-    if isinstance(value, (Recipe, str, Path, Mapping)):
+    if isinstance(value, (RecipeData, str, Path, Mapping)):
         return value
     recipe = getattr(value, "recipe", None)
-    if isinstance(recipe, (Recipe, str, Path, Mapping)):
+    if isinstance(recipe, (RecipeData, str, Path, Mapping)):
         return recipe
     raise SteerplugError(f"cannot steer with a {type(value).__name__}: pass a Recipe, a path or reference string, "
                          "a recipe dict, or an object with a .recipe (such as steerplug.extract(...)'s result)")
 
 
-def refuse_restacking(model: torch.nn.Module, recipes: Sequence[Recipe]) -> None:
+def refuse_restacking(model: torch.nn.Module, recipes: Sequence[RecipeData]) -> None:
     """Refuse a recipe already attached to ``model`` (or given twice): applying it twice doubles its edits."""
     seen = {fingerprint(r): r for handle in attached(model) for r in handle.recipes}
     for recipe in recipes:
@@ -95,7 +133,7 @@ def refuse_restacking(model: torch.nn.Module, recipes: Sequence[Recipe]) -> None
         seen[key] = recipe
 
 
-def fingerprint(recipe: Recipe) -> str:
+def fingerprint(recipe: RecipeData) -> str:
     """A digest of a recipe: its name and what it does (its document, artifact sha256s included), without the
     rest of ``metadata`` (descriptions, annotations and versions stamped on writing change nothing)."""
     document = {k: v for k, v in recipe.to_dict().items() if k != "metadata"}
@@ -104,7 +142,7 @@ def fingerprint(recipe: Recipe) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def scale_strengths(entries: Sequence[CompiledEntry], recipes: Sequence[Recipe],
+def scale_strengths(entries: Sequence[CompiledEntry], recipes: Sequence[RecipeData],
                     strength: float | Mapping[str, float]) -> None:
     """Set each entry's strength to its declared strength times the factor ``strength`` gives it."""
     values: dict[tuple[str, str], set[float]] = {}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from steerplug.sweep.grid import Cell
+    from steerplug.sweep.cells import Cell
 
 
 @dataclass(frozen=True)

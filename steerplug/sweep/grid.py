@@ -15,10 +15,12 @@ from tqdm.auto import tqdm
 from steerplug.errors import SteerplugError
 from steerplug.recipe.load import Recipe, load_recipe
 from steerplug.runtime.steer import steer
+from steerplug.sweep.cells import Cell
 from steerplug.sweep.criteria import Criteria, Diagnosis, diagnose, recommend
 from steerplug.sweep.evidence import ProbeEvidence, concept_evidence
+from steerplug.sweep.lookup import get_scorer
 from steerplug.sweep.measure import GenerationSettings, Measured, generate_and_measure, switched_off
-from steerplug.sweep.scorers import Scorer, get_scorer
+from steerplug.sweep.scorers import Scorer
 
 POSITIONS: tuple[str, ...] = ("all", "prompt", "last_prompt", "generated")
 """Where a swept intervention may apply; on small models the position often separates a clean switch from
@@ -27,35 +29,6 @@ PROBE_SCORER = "concept_probe"
 """The concept column's name when cells are scored with the bundle's concept probe."""
 
 __all__ = ["POSITIONS", "Cell", "Criteria", "SweepResult", "at_cell", "candidate_layers", "recommend", "sweep"]
-
-
-@dataclass
-class Cell:
-    """One measured setting (``layer`` None and strength 0 for the unsteered baseline)."""
-
-    layer: int | None
-    strength: float
-    concept: float
-    guards: dict[str, float]
-    perplexity: float
-    kl: float
-    n_texts: int
-    examples: list[str] = field(default_factory=list, repr=False)
-    positions: str | None = None
-    """The swept positions (None for the baseline)."""
-
-    def row(self, concept_name: str) -> dict[str, Any]:
-        """Flat dict for CSV/JSON tables."""
-        return {"positions": self.positions or "-", "layer": "baseline" if self.layer is None else self.layer,
-                "strength": self.strength, concept_name: round(self.concept, 6),
-                **{k: round(v, 6) for k, v in self.guards.items()},
-                "perplexity": round(self.perplexity, 6), "kl": round(self.kl, 6), "n_texts": self.n_texts}
-
-    def describe(self) -> str:
-        """``positions generated, layer 2, strength 4`` (or ``baseline``)."""
-        if self.layer is None and self.positions is None:
-            return "baseline"
-        return f"positions {self.positions}, layer {self.layer}, strength {self.strength:g}"
 
 
 @dataclass
