@@ -82,7 +82,7 @@ def training_data(args: argparse.Namespace) -> TrainingData:
 def _run(args: argparse.Namespace) -> int:
     from steerplug.bundle import check_bundle_target
     from steerplug.train import train
-    from steerplug.train.writer import report_folder
+    from steerplug.train.report import report_folder
 
     data = training_data(args)
     check_bundle_target(args.out, args.overwrite)  # before loading anything

@@ -5,9 +5,10 @@ model, and write an ordinary recipe bundle.
 See :func:`train` and ``steerplug train --help``.
 """
 
-from steerplug.train.api import Trained, train
+from steerplug.train.api import train
 from steerplug.train.data import TrainingData
 from steerplug.train.methods import METHODS
 from steerplug.train.objectives import OBJECTIVES
+from steerplug.train.result import Trained
 
 __all__ = ["METHODS", "OBJECTIVES", "Trained", "TrainingData", "train"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,56 +12,17 @@ import torch
 from steerplug.errors import SteerplugError
 from steerplug.extract.api import base_model_reference, check_concept_name
 from steerplug.sites.adapter import resolve_adapter
-from steerplug.sites.base import UNLAYERED_SITES, ModelInfo
+from steerplug.sites.base import UNLAYERED_SITES
 from steerplug.train.data import TrainingData
 from steerplug.train.encode import POSITIONS
-from steerplug.train.loop import History, Settings, Trainer
+from steerplug.train.loop import Settings, Trainer
 from steerplug.train.losses import LossModel, Weights
-from steerplug.train.methods import METHODS, Method, make_method
+from steerplug.train.methods import METHODS, make_method
+from steerplug.train.result import Trained
 from steerplug.train.steering import bind, site_layers
-from steerplug.train.writer import card_body, document, report_folder, tensors, write_report
 
 DEFAULT_LR = {"vector": 0.02, "affine": 0.01, "low-rank": 0.02}
 """Adam learning rates (parameters are in units of each site's activation spread, so they carry over)."""
-
-
-@dataclass
-class Trained:
-    """A trained method with everything needed to write it (and to run it the way training did)."""
-
-    method: Method
-    weights: Weights
-    settings: Settings
-    history: History
-    data: TrainingData
-    holdout: float
-    info: ModelInfo
-    base: dict[str, str] | None
-    loss: LossModel
-
-    def document(self) -> dict[str, Any]:
-        """The recipe document."""
-        return document(self)
-
-    def tensors(self) -> dict[str, dict[str, torch.Tensor]]:
-        """The artifacts (exactly the values training used)."""
-        return tensors(self)
-
-    def write(self, folder: str | Path, overwrite: bool = False, report: bool = True) -> Path:
-        """Write the bundle (``recipe.yaml``, safetensors, ``README.md``) and, with ``report``, the loss
-        curve and table into ``<folder>.train`` beside it; return the recipe path."""
-        from steerplug.bundle import write_bundle
-
-        path = write_bundle(folder, self.document(), self.tensors(), card_body=card_body(self), overwrite=overwrite)
-        if report:
-            write_report(self, report_folder(folder))
-        return path
-
-    @torch.no_grad()
-    def logits(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
-        """Logits of ``prompt + completion`` rows steered the way training steers (full-sequence forwards,
-        right padding), for checking a written bundle against ``steer()``."""
-        return self.loss.forward(self.loss.encode(prompts, completions), steered=True)
 
 
 def train(model: torch.nn.Module, tokenizer: Any, positive: Sequence[str] | TrainingData,

@@ -1,25 +1,67 @@
-"""A trained method → an ordinary recipe bundle, plus its loss curve beside the bundle (never inside).
+"""A trained method (:class:`Trained`) and the ordinary recipe bundle it writes.
 
 The bundle is written by :func:`steerplug.bundle.write_bundle` (recipe, safetensors, model card), so it loads
 with ``steer()`` and shares on the hub like any other. ``metadata.annotations.train`` records the method,
-objective, every hyperparameter, the data's counts and sha256 hashes, and the final losses.
+objective, every hyperparameter, the data's counts and sha256 hashes, and the final losses. The loss curve
+goes beside the bundle (:mod:`steerplug.train.report`), never inside it.
 """
 
 from __future__ import annotations
 
-import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from steerplug.errors import SteerplugError
+from steerplug.sites.base import ModelInfo
+from steerplug.train.data import TrainingData
+from steerplug.train.loop import History, Settings
+from steerplug.train.losses import LossModel, Weights
+from steerplug.train.methods import Method
+from steerplug.train.report import report_folder, write_report
 
-if TYPE_CHECKING:
-    from steerplug.train.api import Trained
 
-REPORT_SUFFIX = ".train"
-"""The training report folder is ``<bundle>.train`` beside the bundle."""
+@dataclass
+class Trained:
+    """A trained method with everything needed to write it (and to run it the way training did)."""
+
+    method: Method
+    weights: Weights
+    settings: Settings
+    history: History
+    data: TrainingData
+    holdout: float
+    info: ModelInfo
+    base: dict[str, str] | None
+    loss: LossModel
+
+    def document(self) -> dict[str, Any]:
+        """The recipe document."""
+        return document(self)
+
+    def tensors(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The artifacts (exactly the values training used)."""
+        return tensors(self)
+
+    def write(self, folder: str | Path, overwrite: bool = False, report: bool = True) -> Path:
+        """Write the bundle (``recipe.yaml``, safetensors, ``README.md``) and, with ``report``, the loss
+        curve and table into ``<folder>.train`` beside it; return the recipe path."""
+        from steerplug.bundle import write_bundle
+
+        path = write_bundle(folder, self.document(), self.tensors(), card_body=card_body(self), overwrite=overwrite)
+        if report:
+            write_report(self.history, f"{self.method.concept}: {self.method.name}", self.weights.objective,
+                         self.weights.kl_weight, report_folder(folder))
+        return path
+
+    @torch.no_grad()
+    def logits(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
+        """Logits of ``prompt + completion`` rows steered the way training steers (full-sequence forwards,
+        right padding), for checking a written bundle against ``steer()``."""
+        return self.loss.forward(self.loss.encode(prompts, completions), steered=True)
 
 
 def document(trained: Trained) -> dict[str, Any]:
@@ -85,53 +127,3 @@ def card_body(trained: Trained) -> str:
     for side, source in record["data"]["sources"].items():
         lines.append(f"| {side} | {source['count']} | `{source['sha256']}` | {source['source']} |")
     return "\n".join(lines)
-
-
-def report_folder(bundle: str | Path) -> Path:
-    """``<bundle>.train`` next to the bundle folder."""
-    root = Path(bundle).resolve()
-    return root.parent / f"{root.name}{REPORT_SUFFIX}"
-
-
-def write_report(trained: Trained, folder: Path) -> list[Path]:
-    """``loss.csv`` and (with matplotlib installed) ``loss.png`` in ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = trained.history.rows
-    keys = list(dict.fromkeys(k for row in rows for k in row))
-    path = folder / "loss.csv"
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (int(v) if k == "epoch" else round(v, 6)) for k, v in row.items()})
-    png = _plot(trained, folder / "loss.png")
-    return [path] + ([png] if png else [])
-
-
-def _plot(trained: Trained, path: Path) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    rows = trained.history.rows
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    split = "held_out" if any("held_out_objective" in r for r in rows) else "train_eval"
-    curves = [("train_objective", "-"), (f"{split}_objective", "--")]
-    if trained.weights.kl_weight > 0:
-        curves.append((f"{split}_total", ":"))  # objective + kl_weight * KL: what early stopping compares
-    for key, style in curves:
-        points = [(r["epoch"], r[key]) for r in rows if key in r]
-        if points:
-            axis.plot(*zip(*points, strict=True), style, marker="o", markersize=3, label=key.replace("_", " "))
-    axis.axvline(trained.history.best_epoch, color="grey", linewidth=0.8)
-    axis.set_xlabel("epoch")
-    axis.set_ylabel(f"{trained.weights.objective} loss")
-    axis.set_title(f"{trained.method.concept}: {trained.method.name} (kept epoch {trained.history.best_epoch})")
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
