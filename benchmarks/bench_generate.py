@@ -38,11 +38,12 @@ def check_outputs(model: torch.nn.Module, inputs: dict[str, torch.Tensor], new: 
         raise SystemExit("steering did not change the output: the workload would time a no-op")
 
 
-def variants(model: torch.nn.Module, inputs: dict[str, torch.Tensor], new: int, batch: int
+def variants(model: torch.nn.Module, inputs: dict[str, torch.Tensor], new: int, batch: int, **options: Any
              ) -> list[common.Variant]:
-    """The variants timed for one batch size."""
+    """The variants timed for one batch size (``options`` go to ``generate()``, e.g. a static cache, which
+    transformers compiles automatically on a GPU)."""
     def run() -> None:
-        common.greedy(model, inputs, new)
+        common.greedy(model, inputs, new, **options)
 
     document = workloads.one_add(model)
     vector = torch.tensor(document["interventions"][0]["vector"])
@@ -51,7 +52,7 @@ def variants(model: torch.nn.Module, inputs: dict[str, torch.Tensor], new: int, 
         common.Variant("hand hook (1 add)", run, workloads.hand_hook_setup(model, vector)),
         common.Variant("steerplug 1 add", run, workloads.steer_setup(model, document)),
         common.Variant("steerplug 10 mixed + probe", run,
-                       workloads.steer_setup(model, workloads.ten_mixed(model), probe=True)),
+                       workloads.steer_setup(model, workloads.ten_mixed_and_probe(model))),
     ]
     per_row = workloads.per_row_setup(model, batch, slots=8)
     if per_row is not None:
@@ -60,14 +61,14 @@ def variants(model: torch.nn.Module, inputs: dict[str, torch.Tensor], new: int, 
 
 
 def measure(shape: str, device: str, dtype: torch.dtype, batches: list[int], prompt: int, new: int,
-            reps: int) -> dict[str, Any]:
+            reps: int, **options: Any) -> dict[str, Any]:
     """Times per batch size and variant."""
     model = common.make_model(shape, device, dtype)
     results: dict[str, Any] = {}
     for batch in batches:
         inputs = common.prompts(model, batch, prompt)
         check_outputs(model, inputs, min(new, 8))
-        results[str(batch)] = common.interleave(variants(model, inputs, new, batch), reps, device)
+        results[str(batch)] = common.interleave(variants(model, inputs, new, batch, **options), reps, device)
     return results
 
 
@@ -94,11 +95,14 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=128)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 = least noise on shared machines)")
+    parser.add_argument("--static", action="store_true",
+                        help="static KV cache: compiled generation on a GPU (transformers compiles it)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"))
-    results = measure(args.shape, args.device, dtype, args.batches, args.prompt, args.new, args.reps)
+    options = {"cache_implementation": "static"} if args.static else {}
+    results = measure(args.shape, args.device, dtype, args.batches, args.prompt, args.new, args.reps, **options)
     print(f"### generate(): {args.shape}, {args.device}, {dtype}, prompt {args.prompt}, {args.new} new tokens\n")
     print(json.dumps(common.environment(args.device)))
     print(markdown(results, args.new))

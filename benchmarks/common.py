@@ -23,6 +23,9 @@ SHAPES: dict[str, dict[str, Any]] = {
     # Tiny: every cost is Python/dispatch overhead, the worst case for hook overhead.
     "tiny": dict(vocab_size=1024, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
                  num_attention_heads=4, num_key_value_heads=2),
+    # Narrow and deep: 48 layers of width 64, so a decode step is per-layer Python and dispatch cost.
+    "narrow-48": dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=48,
+                      num_attention_heads=4, num_key_value_heads=2),
     # Real shapes with random weights (no download): Llama-3.2-1B and Llama-3-8B.
     "llama-1b": dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
                      num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=True),

@@ -12,7 +12,8 @@ Then the README walkthrough with no scorer plugin (issue #15): ``extract`` the S
 positions x layers x strengths scored by the bundle's own concept probe read in the unsteered model, and
 measure the recommended cell with the demo grammar's exact parser (which the sweep never saw).
 
-Writes ``benchmarks/results/efficacy.md`` and ``.json``.
+Writes ``benchmarks/results/efficacy.md`` and ``.json``. Trained recipes (``steerplug train``) are compared with
+these on the same protocol by ``benchmarks/learned.py``.
 """
 
 from __future__ import annotations

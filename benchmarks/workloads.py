@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +58,116 @@ def ten_mixed(model: torch.nn.Module) -> dict[str, Any]:
                   "vector": unit_vector(width, 23, 1.0).tolist(), "positions": "generated",
                   "schedule": {"start": 0, "stop": 64, "decay": "linear"}})
     return recipe(*items, name="mixed10")
+
+
+PROBE_BIAS = 0.5
+
+
+def ten_mixed_and_probe(model: torch.nn.Module) -> dict[str, Any]:
+    """:func:`ten_mixed` plus a per-token linear probe (``w·x + b``) at the last layer's residual stream."""
+    document = ten_mixed(model)
+    document["probes"] = [{"id": "probe", "kind": "linear", "site": "resid_post",
+                           "layer": model.config.num_hidden_layers - 1,
+                           "weights": unit_vector(model.config.hidden_size, 30, 1.0).tolist(), "bias": PROBE_BIAS}]
+    return document
+
+
+def _f32(value: float) -> float:
+    return float(struct.unpack("<f", struct.pack("<f", value))[0])
+
+
+class HandMixed:
+    """The hand-written equivalent of :func:`ten_mixed_and_probe`: one plain hook per site, each doing only
+    what its intervention needs at that step (it counts forwards, so it knows a decode step from a prefill,
+    as anyone writing it by hand would). Float32 models only (the linear decay is computed in float32)."""
+
+    def __init__(self, model: torch.nn.Module):
+        from steerplug.ops.linear import orthonormal_basis
+
+        document = ten_mixed_and_probe(model)
+        self.adapter = steerplug.site_adapter(model)
+        self.items = {item["id"]: item for item in document["interventions"]}
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.tensor = lambda values: torch.tensor(values, device=self.device, dtype=self.dtype)
+        q = orthonormal_basis(torch.tensor(self.items["ablate"]["vector"]), "", "")
+        self.q = q.to(self.device, self.dtype)
+        self.q_t = self.q.T
+        self.probe = self.tensor(document["probes"][0]["weights"]).float()
+        self.scores: list[torch.Tensor] = []
+        self.forwards = 0
+        self.handles: list[Any] = []
+
+    def _unit(self, name: str) -> torch.Tensor:
+        v = torch.tensor(self.items[name]["vector"], dtype=torch.float32)
+        return (v / torch.linalg.vector_norm(v)).to(self.device, self.dtype)
+
+    def _hook(self, site: str, layer: int, edit: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        binding = self.adapter.resolve(site, layer)
+        if binding.point == "input":
+            def pre(module: Any, args: Any) -> Any:
+                return (edit(args[0]), *args[1:])
+
+            self.handles.append(binding.module.register_forward_pre_hook(pre))
+            return
+
+        def post(module: Any, args: Any, output: Any) -> Any:
+            if isinstance(output, tuple):
+                return (edit(output[0]), *output[1:])
+            return edit(output)
+
+        self.handles.append(binding.module.register_forward_hook(post))
+
+    def attach(self, model: torch.nn.Module) -> Callable[[], None]:
+        """Register the hooks; returns their removal."""
+        items, decoding = self.items, lambda: self.forwards > 1
+        self.forwards, self.scores = 0, []
+        self.handles.append(model.register_forward_pre_hook(lambda m, a: setattr(self, "forwards", self.forwards + 1)))
+        for i in range(5):
+            item = items[f"add{i}"]
+            v = self.tensor(item["vector"])
+            if item["positions"] == "all":
+                self._hook("resid_post", item["layers"], lambda x, v=v: x + v)
+            else:
+                self._hook("resid_post", item["layers"], lambda x, v=v: x + v if decoding() else x)
+        self._hook("attn_out", items["ablate"]["layers"], lambda x: x - (x @ self.q) @ self.q_t)
+        d, value = self._unit("clamp"), self.tensor(items["clamp"]["value"])
+        self._hook("mlp_out", items["clamp"]["layers"], lambda x: x + (value - (x * d).sum(-1, keepdim=True)) * d)
+        scale = items["scale"]  # prompt only: nothing at a decode step
+        gain = self.tensor(scale["factor"] - 1.0)
+        self._hook("resid_post", scale["layers"], lambda x: x if decoding() else x + gain * x)
+        d2, gain2 = self._unit("scale_dir"), self.tensor(items["scale_dir"]["factor"] - 1.0)
+        self._hook("mlp_act", items["scale_dir"]["layers"], lambda x: x + gain2 * (x * d2).sum(-1, keepdim=True) * d2)
+        decay = items["decay"]
+        v_decay, stop = self.tensor(decay["vector"]), decay["schedule"]["stop"]
+
+        def decayed(x: torch.Tensor) -> torch.Tensor:
+            step = self.forwards - 2
+            if not decoding() or step >= stop:
+                return x
+            return x + _f32(1.0 - _f32(step / stop)) * v_decay
+
+        self._hook("resid_post", decay["layers"], decayed)
+        layer = model.config.num_hidden_layers - 1
+        binding = self.adapter.resolve("resid_post", layer)
+        self.handles.append(binding.module.register_forward_hook(
+            lambda m, a, out: self.scores.append(torch.matmul(out[0] if isinstance(out, tuple) else out,
+                                                              self.probe) + PROBE_BIAS)))
+
+        def remove() -> None:
+            for handle in self.handles:
+                handle.remove()
+            self.handles = []
+
+        return remove
+
+
+def hand_mixed_setup(model: torch.nn.Module) -> Callable[[], Callable[[], None]]:
+    """``setup()`` for :class:`benchmarks.common.Variant`: attach :class:`HandMixed`."""
+    def setup() -> Callable[[], None]:
+        return HandMixed(model).attach(model)
+
+    return setup
 
 
 class LinearProbe:

@@ -20,6 +20,7 @@ from steerplug.runtime.steer import steer, steer_rows
 from steerplug.sites.adapter import resolve_adapter as site_adapter
 from steerplug.sweep import sweep
 from steerplug.tokenizers import use_tokenizer
+from steerplug.train import Trained, TrainingData, train
 
 __all__ = [
     "Handle",
@@ -32,6 +33,8 @@ __all__ = [
     "SequenceError",
     "SiteError",
     "SteerplugError",
+    "Trained",
+    "TrainingData",
     "__version__",
     "attached",
     "bake",
@@ -45,5 +48,6 @@ __all__ = [
     "steer",
     "steer_rows",
     "sweep",
+    "train",
     "use_tokenizer",
 ]

@@ -1,6 +1,6 @@
 """MoE routing rules: recompute expert selection from edited router logits, family by family.
 
-In Transformers 5 a router returns ``(router_logits, top_k_weights, top_k_index)`` and selects the experts
+A Transformers router returns ``(router_logits, top_k_weights, top_k_index)`` and selects the experts
 *inside* its forward, so editing the logits after the fact changes nothing by itself. Every intervention at
 the ``router`` site therefore gets a finisher (:func:`output_finisher`) that re-runs the family's own
 selection rule on the edited logits and returns the full tuple.
@@ -14,6 +14,9 @@ Edited logits may carry two markers, set by the ``experts`` operation:
 A rule reproduces the router bit for bit when no marker is present: each family's table entry is checked at
 attach time by running the router on a probe batch (the structural default tries every rule that fits the
 module's attributes and keeps the first that reproduces it); routers no rule reproduces are refused.
+So are routers that return their logits alone and leave selection to the MoE block (transformers 5.0's
+DeepSeek-V3): selection done outside the router cannot be redone by a finisher. Routers whose first output is
+not their logits are not a ``router`` site at all (:mod:`steerplug.sites.router`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from torch import nn
 
 from steerplug.errors import RecipeError
 from steerplug.sites.base import ModelInfo, SiteBinding
+from steerplug.sites.router import ROUTER_LAYOUT_ADVICE, describe_output, first_line
 
 Selection = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 """``(logits, top_k_weights, top_k_index)`` as a router returns them."""
@@ -126,34 +130,58 @@ def _probe(module: nn.Module) -> torch.Tensor:
     return probe.to(device=weight.device, dtype=weight.dtype)
 
 
-def reproduces(rule: RoutingRule, module: nn.Module) -> bool:
-    """True when ``rule`` applied to the router's own logits gives its weights and indices bit for bit."""
+class RoutingError(ValueError):
+    """The router of a model follows no rule steerplug can reproduce exactly."""
+
+
+def _selection(module: nn.Module) -> Selection:
+    """The router's own output on a probe batch; :class:`RoutingError` when it has no materialised weight or
+    does not return ``(logits, weights, index)`` (selection done elsewhere cannot be redone after an edit)."""
+    name = type(module).__name__
+    try:
+        probe = _probe(module)
+    except ValueError as exc:
+        raise RoutingError(f"cannot check the routing of {name}: {exc}",
+                           "load the router's weights on a device (not offloaded) to steer it") from None
+    try:
+        with torch.no_grad():
+            output = module.forward(probe)  # .forward: no hooks, ours included
+    except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
+        raise RoutingError(f"cannot run {name} on its own to check its routing ({first_line(exc)})",
+                           "router steering needs a router that selects the experts from its input alone") from None
+    if not (isinstance(output, tuple) and len(output) == 3
+            and all(isinstance(part, torch.Tensor) for part in output) and not output[2].is_floating_point()):
+        raise RoutingError(
+            f"cannot steer {name}: it returns {describe_output(output)} rather than (logits, weights, index), so the "
+            "experts are selected outside it and steerplug cannot redo that selection after an edit",
+            ROUTER_LAYOUT_ADVICE)
+    return output
+
+
+def reproduces(rule: RoutingRule, module: nn.Module, output: Selection | None = None) -> bool:
+    """True when ``rule`` applied to the router's own logits gives its weights and indices bit for bit
+    (``output``: the router's output on :func:`_probe`, computed when not given)."""
     if not _applies(rule, module):
         return False
     try:
+        logits, weights, index = output if output is not None else _selection(module)
         with torch.no_grad():
-            output = module.forward(_probe(module))  # .forward: no hooks, ours included
-            if not (isinstance(output, tuple) and len(output) == 3):
-                return False
-            logits, weights, index = output
             _, mine, mine_index = rule.select(module, logits)
     except (ValueError, RuntimeError, TypeError, AttributeError):
         return False
     return torch.equal(mine_index, index) and torch.equal(mine.to(weights.dtype), weights)
 
 
-class RoutingError(ValueError):
-    """The router of a model follows no rule steerplug can reproduce exactly."""
-
-
 def routing_rule(module: nn.Module, model_type: str) -> RoutingRule:
     """The rule that reproduces ``module``'s routing: the family table's entry, else the first rule that
-    fits and reproduces it; :class:`RoutingError` when none does."""
+    fits and reproduces it; :class:`RoutingError` when none does or the router's outputs are not
+    ``(logits, weights, index)``."""
+    output = _selection(module)
     by_name = {rule.name: rule for rule in RULES}
     listed = FAMILY_RULES.get(model_type)
     candidates = [by_name[listed]] if listed else list(RULES)
     for rule in candidates:
-        if reproduces(rule, module):
+        if reproduces(rule, module, output):
             return rule
     families = ", ".join(sorted(FAMILY_RULES))
     raise RoutingError(

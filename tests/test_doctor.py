@@ -12,6 +12,7 @@ from steerplug.demo_cli import DemoRow, failures
 from steerplug.doctor import MODES, run_checks, table
 from steerplug.doctor.checks import KINDS, Outcome
 from steerplug.runtime import sequence_tensors
+from steerplug.runtime.context import ForwardContext
 
 
 def test_doctor_passes_every_check_on_the_installed_stack(capsys: pytest.CaptureFixture[str]) -> None:
@@ -24,6 +25,7 @@ def test_doctor_passes_every_check_on_the_installed_stack(capsys: pytest.Capture
 
 
 def test_doctor_reports_a_broken_sequence_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The boundary on the device (read by last_prompt and ranges) broken: caught."""
     real = sequence_tensors.prompt_end_rows
 
     def off_by_one(*args: Any) -> torch.Tensor:
@@ -33,8 +35,33 @@ def test_doctor_reports_a_broken_sequence_model(monkeypatch: pytest.MonkeyPatch)
     outcomes = run_checks(modes=MODES[1:2])
     statuses = {o.kind: o.status for o in outcomes}
     assert statuses["all"] == "ok"  # 'all' needs no boundary
-    assert {statuses[k] for k in ("prompt", "generated", "last_prompt", "range", "schedule")} == {"MISMATCH"}
+    assert {statuses[k] for k in ("last_prompt", "range")} == {"MISMATCH"}
     assert "MISMATCH" in table(outcomes)
+
+
+def test_doctor_reports_broken_host_facts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the host knows of a forward (prefill or decode step, the generated step) decides prompt, generated
+    and schedules without a mask: those facts broken are caught too."""
+    real = ForwardContext.__init__
+
+    def swapped(self: ForwardContext, **options: Any) -> None:
+        options["all_prompt"], options["all_generated"] = options.get("all_generated", False), \
+            options.get("all_prompt", False)
+        real(self, **options)
+
+    monkeypatch.setattr(ForwardContext, "__init__", swapped)
+    statuses = {o.kind: o.status for o in run_checks(modes=MODES[1:2])}
+    assert statuses["all"] == "ok"
+    assert {statuses[k] for k in ("prompt", "generated")} == {"MISMATCH"}
+    monkeypatch.setattr(ForwardContext, "__init__", real)
+
+    def late(self: ForwardContext, **options: Any) -> None:
+        real(self, **options)
+        self.first_step = None if self.first_step is None else self.first_step + 1
+
+    monkeypatch.setattr(ForwardContext, "__init__", late)
+    statuses = {o.kind: o.status for o in run_checks(modes=MODES[1:2])}
+    assert statuses["schedule"] == "MISMATCH" and statuses["generated"] == "ok"
 
 
 def test_demo_refuses_when_the_stack_is_not_exact(monkeypatch: pytest.MonkeyPatch,

@@ -17,7 +17,7 @@ from steerplug.bundle import check_bundle, read_card
 from steerplug.cli.main import main
 from steerplug.errors import RecipeError, SteerplugError
 from steerplug.hub.publish import pull_bundle, push_bundle
-from tests.helpers.hub import FakeHfApi, isolate, make_bundle
+from tests.helpers.hub import FakeHfApi, http_error, isolate, make_bundle
 from tests.helpers.models import tiny_llama
 from tests.test_extract import NEGATIVE, POSITIVE, word_tokenizer
 
@@ -81,12 +81,9 @@ def test_check_bundle_refuses_symlinks(tmp_path) -> None:
 
 
 def test_push_errors_are_one_line(env, tmp_path, monkeypatch) -> None:
-    import httpx2
-    from huggingface_hub.errors import HfHubHTTPError
-
     def forbidden(*args, **kwargs):
-        response = httpx2.Response(403, request=httpx2.Request("POST", "https://huggingface.co/api/repos/create"))
-        raise HfHubHTTPError("403 Forbidden: you cannot create repos in 'org'", response=response)
+        raise http_error(403, "POST", "https://huggingface.co/api/repos/create",
+                         "403 Forbidden: you cannot create repos in 'org'")
 
     monkeypatch.setattr(env.api, "create_repo", forbidden)
     with pytest.raises(RecipeError, match=r"HTTP 403 for 'org/x'.*\(log in with a token that may write to it"):

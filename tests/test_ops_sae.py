@@ -34,10 +34,12 @@ VALUES = [3.0, 0.0, 1.5]
 
 
 def write_sae(root: Path, d_in: int, kind: str, seed: int = 0, **cfg_extra: Any) -> dict[str, Any]:
-    """A random SAE folder ``root/sae`` (cfg.json + sae_weights.safetensors); returns its artifact entry."""
+    """A random SAE folder ``root/sae`` (cfg.json + sae_weights.safetensors); returns its artifact entry.
+    The steered latents get a large encoder bias, so they fire on every token of every tiny model (ablating
+    them is never a no-op, whatever the model's random init)."""
     g = torch.Generator().manual_seed(seed)
     tensors = {"W_enc": torch.randn(d_in, D_SAE, generator=g) / d_in**0.5,
-               "b_enc": 0.1 * torch.randn(D_SAE, generator=g),
+               "b_enc": (0.1 * torch.randn(D_SAE, generator=g)).index_fill(0, torch.tensor(LATENTS), 0.5),
                "W_dec": torch.randn(D_SAE, d_in, generator=g) / D_SAE**0.5,
                "b_dec": 0.1 * torch.randn(d_in, generator=g)}
     if kind == "jumprelu":

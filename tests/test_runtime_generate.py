@@ -36,9 +36,11 @@ def reference_generate(model: Any, vector: torch.Tensor, where: Mask,
         active = where(positions, prompt_len[:, None]) & mask.bool()
         alpha = weight(positions - prompt_len[:, None]) if weight else torch.ones_like(positions, dtype=torch.float)
 
-        def hook(module: Any, args: Any, output: torch.Tensor, active: torch.Tensor = active,
-                 alpha: torch.Tensor = alpha) -> torch.Tensor:
-            return torch.where(active[..., None], output + alpha[..., None] * vector, output)
+        def hook(module: Any, args: Any, output: Any, active: torch.Tensor = active,
+                 alpha: torch.Tensor = alpha) -> Any:
+            x = output[0] if isinstance(output, tuple) else output  # some layers return (hidden, ...) tuples
+            y = torch.where(active[..., None], x + alpha[..., None] * vector, x)
+            return (y, *output[1:]) if isinstance(output, tuple) else y
 
         handle = layer.register_forward_hook(hook)
         try:

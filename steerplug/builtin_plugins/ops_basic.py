@@ -16,6 +16,7 @@ from steerplug.hookspecs import hookimpl
 from steerplug.ops.base import Edit, Operation, OpTarget
 from steerplug.ops.linear import orthonormal_basis, unit
 from steerplug.recipe.spec import ARTIFACT_REF_PATTERN, DirectionsSpec, InterventionBase, VectorSpec
+from steerplug.runtime.edits import ConstantEdit, UnitEdit
 from steerplug.runtime.vectors import resolve_scalar
 
 
@@ -68,11 +69,59 @@ class AddOperation:
         if spec.normalize:
             v = unit(v, *target.where("vector")).to(target.dtype)
         target.check_scaled(v, "vector")
+        return ConstantEdit(v)
 
-        def edit(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-            return x + alpha * v
 
-        return edit
+class _Ablate(UnitEdit):
+    """``x - alpha · (x Q) Qᵀ``."""
+
+    def __init__(self, q: torch.Tensor):
+        self.q, self.q_t = q, q.T  # the transpose view made once, not per forward
+
+    def __call__(self, x: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
+        return x - alpha * ((x @ self.q) @ self.q_t)
+
+    def unit(self, x: torch.Tensor) -> torch.Tensor:
+        return x - (x @ self.q) @ self.q_t
+
+
+class _Clamp(UnitEdit):
+    """``x + alpha · (value - x·d) d``."""
+
+    def __init__(self, d: torch.Tensor, value: torch.Tensor):
+        self.d, self.value = d, value
+
+    def __call__(self, x: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
+        return x + alpha * ((self.value - (x * self.d).sum(dim=-1, keepdim=True)) * self.d)
+
+    def unit(self, x: torch.Tensor) -> torch.Tensor:
+        return x + (self.value - (x * self.d).sum(dim=-1, keepdim=True)) * self.d
+
+
+class _ScaleAlong(UnitEdit):
+    """``x + alpha · (gain · x·d) d``."""
+
+    def __init__(self, d: torch.Tensor, gain: torch.Tensor):
+        self.d, self.gain = d, gain
+
+    def __call__(self, x: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
+        return x + alpha * (self.gain * (x * self.d).sum(dim=-1, keepdim=True) * self.d)
+
+    def unit(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.gain * (x * self.d).sum(dim=-1, keepdim=True) * self.d
+
+
+class _ScaleAll(UnitEdit):
+    """``x + alpha · gain · x``."""
+
+    def __init__(self, gain: torch.Tensor):
+        self.gain = gain
+
+    def __call__(self, x: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
+        return x + alpha * (self.gain * x)
+
+    def unit(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.gain * x
 
 
 class AblateOperation:
@@ -85,11 +134,7 @@ class AblateOperation:
         directions = target.resolve_vector(spec.vector, "vector", rows=True)
         q = orthonormal_basis(directions, *target.where("vector")).to(device=target.device, dtype=target.dtype)
         target.check_scaled(1.0, "strength", "gain")  # removes a projection: |Q Qᵀ x| <= |x|
-
-        def edit(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-            return x - alpha * ((x @ q) @ q.T)
-
-        return edit
+        return _Ablate(q)
 
 
 class ClampOperation:
@@ -103,12 +148,7 @@ class ClampOperation:
         value = resolve_scalar(spec.value, "value", target)
         target.check_scaled(value, "value")
         target.check_scaled(1.0, "strength", "gain")  # removes the coordinate x·d
-
-        def edit(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-            coordinate = (x * d).sum(dim=-1, keepdim=True)
-            return x + alpha * ((value - coordinate) * d)
-
-        return edit
+        return _Clamp(d, value)
 
 
 class ScaleOperation:
@@ -121,14 +161,9 @@ class ScaleOperation:
         target.check_scaled(spec.factor - 1.0, "factor", "gain")
         gain = torch.tensor(spec.factor - 1.0, device=target.device, dtype=target.dtype)
         if spec.vector is None:
-            return lambda x, alpha: x + alpha * (gain * x)
+            return _ScaleAll(gain)
         d = unit(target.resolve_vector(spec.vector, "vector"), *target.where("vector")).to(target.device, target.dtype)
-
-        def edit(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-            coordinate = (x * d).sum(dim=-1, keepdim=True)
-            return x + alpha * (gain * coordinate * d)
-
-        return edit
+        return _ScaleAlong(d, gain)
 
 
 BUILTIN_OPERATIONS: tuple[Operation, ...] = (

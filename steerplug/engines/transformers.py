@@ -50,9 +50,13 @@ class TransformersEngine:
         """Register the top-level hooks and wrap ``generate`` (idempotent)."""
         if self._hooks:
             return
+        # The hooks read and update the tracker's host state once per forward: they run eagerly even where
+        # generate() compiles the model's __call__ (tracing them would bake the call number into guards and
+        # recompile at every generate call).
         self._hooks = [
-            self.model.register_forward_pre_hook(self._pre_hook, with_kwargs=True),
-            self.model.register_forward_hook(self._post_hook, with_kwargs=True, always_call=True),
+            self.model.register_forward_pre_hook(torch.compiler.disable(self._pre_hook), with_kwargs=True),
+            self.model.register_forward_hook(torch.compiler.disable(self._post_hook), with_kwargs=True,
+                                             always_call=True),
         ]
         self._wrap_generate()
 
@@ -73,7 +77,7 @@ class TransformersEngine:
 
     def _post_hook(self, module: torch.nn.Module, args: Any, kwargs: Any, output: Any) -> None:
         cache = _output_cache(output)
-        self.tracker.finish_forward(id(cache) if cache is not None else None)
+        self.tracker.finish_forward(_identity(cache))
 
     def _wrap_generate(self) -> None:
         original = getattr(self.model, "generate", None)
@@ -126,9 +130,16 @@ def forward_evidence(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Evidence 
         batch=batch, length=length, device=tokens.device,
         position_ids=position_ids if isinstance(position_ids, torch.Tensor) else None,
         cache_position=cache_position, has_cache=cache is not None,
-        cache_key=id(cache) if cache is not None else None,
+        cache_key=_identity(cache),
         cache_length=cache_length(cache, cache_position), mask=mask,
     )
+
+
+def _identity(cache: Any) -> int | None:
+    """The cache's identity, to recognise it in the next plain forward; None in a traced forward (compiled
+    generation runs inside ``generate()``, which never needs it, and ``id()`` there would make every new
+    cache recompile the graph)."""
+    return None if cache is None or torch.compiler.is_compiling() else id(cache)
 
 
 def call_input(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CallInput | None:

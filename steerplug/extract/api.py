@@ -207,7 +207,7 @@ def extract(model: torch.nn.Module, tokenizer: Any, positive: Sequence[str] | Co
                         info=adapter.info, data=data, strength=strength, positions=positions, facts=facts,
                         op=op, levels=levels, probes=probes, license=license,
                         steer_layers=_steer_layers(steer_layers, chosen, adapter.info.num_layers),
-                        base=_base_model(model, base_model))
+                        base=base_model_reference(model, base_model))
     if out is not None:
         result.write(out, overwrite=overwrite)
     return result
@@ -219,9 +219,14 @@ def concept_level(positive: torch.Tensor, vector: torch.Tensor) -> float:
     return float((positive.to(torch.float64) @ unit).mean())
 
 
-def _check_options(name: str, method: str, pooling: str, data: ContrastSet, batch_size: int) -> None:
+def check_concept_name(name: str) -> None:
+    """Refuse a concept name that cannot name a recipe, intervention and tensors."""
     if not re.fullmatch(ID_PATTERN, name):
         raise SteerplugError(f"invalid name '{name}': use letters, digits, '_', '-' or '.' (at most 64)")
+
+
+def _check_options(name: str, method: str, pooling: str, data: ContrastSet, batch_size: int) -> None:
+    check_concept_name(name)
     if method not in METHODS:
         raise SteerplugError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
     if pooling not in POOLINGS:
@@ -296,7 +301,9 @@ def _right_padded(rows: list[list[int]], pad: int, device: torch.device) -> tupl
     return ids.to(device), mask.to(device)
 
 
-def _base_model(model: torch.nn.Module, base_model: str | None) -> dict[str, str] | None:
+def base_model_reference(model: torch.nn.Module, base_model: str | None) -> dict[str, str] | None:
+    """``model.base`` of a derived recipe: ``base_model``, else the model's hub id (with its pinned revision
+    when known); None for a model loaded from a local folder, which is not a shareable reference."""
     config = getattr(model, "config", None)
     repo = base_model or getattr(config, "_name_or_path", "") or ""
     if not repo or (base_model is None and Path(repo).exists()):

@@ -44,12 +44,7 @@ class ContrastSet:
     sources: dict[str, ExampleSource] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for side in ("positive", "negative"):
-            if not getattr(self, side):
-                raise SteerplugError(f"the {side} example set is empty")
-        if self.paired and len(self.positive) != len(self.negative):
-            raise SteerplugError(f"paired examples need equal counts, got {len(self.positive)} positive and "
-                                 f"{len(self.negative)} negative")
+        check_sets(self.positive, self.negative, self.paired)
 
     @classmethod
     def from_lists(cls, positive: Sequence[str], negative: Sequence[str], paired: bool = False) -> ContrastSet:
@@ -79,6 +74,16 @@ class ContrastSet:
             negative.append(_as_text(record[keys[1]], path, number))
         source = ExampleSource(str(path), len(positive), sha256_bytes(data))
         return cls(tuple(positive), tuple(negative), True, {"positive": source, "negative": source})
+
+
+def check_sets(positive: Sequence[str], negative: Sequence[str], paired: bool) -> None:
+    """Refuse an empty example set, and paired sets of different sizes."""
+    for side, items in (("positive", positive), ("negative", negative)):
+        if not items:
+            raise SteerplugError(f"the {side} example set is empty")
+    if paired and len(positive) != len(negative):
+        raise SteerplugError(f"paired examples need equal counts, got {len(positive)} positive and "
+                             f"{len(negative)} negative")
 
 
 def read_examples(path: str | Path, text_field: str | None = None) -> tuple[list[str], ExampleSource]:

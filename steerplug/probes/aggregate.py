@@ -73,7 +73,9 @@ def aggregate(kind: str, s: torch.Tensor, keep: torch.Tensor, state: AggState, *
     else:
         raise ValueError(f"unknown aggregation {kind!r}")
     trace32 = trace.to(torch.float32)
-    return trace32, AggState(count[:, -1], new.total, new.best, trace32[:, -1], new.ring)
+    # contiguous: a prefill's last column would keep its stride, and a compiled decode step guards on strides
+    return trace32, AggState(*(t.contiguous() for t in (count[:, -1], new.total, new.best, trace32[:, -1],
+                                                        new.ring)))
 
 
 def _last(s: torch.Tensor, keep: torch.Tensor, state: AggState) -> torch.Tensor:

@@ -20,8 +20,6 @@ class _Node:
         self.reader = readers[condition.probe] if condition.probe is not None else None
         self.children = [_Node(child, readers) for child in condition.children]
         self.fired: torch.Tensor | None = None
-        self._prior: torch.Tensor | None = None
-        self._prior_ctx: ForwardContext | None = None
 
     def readers(self) -> list[ProbeReader]:
         """Every probe this node reads, nested ones included."""
@@ -51,14 +49,16 @@ class _Node:
         return held
 
     def _latched(self, held: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        if self._prior_ctx is not ctx:  # first evaluation in this forward: start from the rows fired so far
-            batch = int(ctx.positions.shape[0])
+        key = ("latch", id(self))
+        prior = ctx.memo.get(key)
+        if prior is None:  # first evaluation in this forward: start from the rows fired so far
+            batch = ctx.batch_size
             fresh = ctx.starts_call or self.fired is None or int(self.fired.shape[0]) != batch
-            self._prior = torch.zeros(batch, dtype=torch.bool, device=ctx.positions.device) if fresh else self.fired
-            self._prior_ctx = ctx
-        assert self._prior is not None
+            prior = torch.zeros(batch, dtype=torch.bool, device=ctx.device) if fresh else self.fired
+            ctx.memo[key] = prior
+        assert prior is not None
         so_far = (held & ctx.valid).cumsum(dim=1) > 0
-        result = self._prior[:, None] | so_far
+        result = prior[:, None] | so_far
         self.fired = result[:, -1]
         return result
 
@@ -72,7 +72,7 @@ def compile_gate(condition: Condition, readers: Mapping[str, ProbeReader]) -> Ga
     probes = root.readers()
 
     def gate(ctx: ForwardContext, device: torch.device) -> torch.Tensor:
-        fresh = tuple(reader.ctx is ctx for reader in probes)
+        fresh = tuple(reader.ran_in(ctx) for reader in probes)
         return ctx.cached(("when", id(root), fresh), device, root.evaluate)
 
     return gate

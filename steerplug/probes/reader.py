@@ -8,9 +8,10 @@ import torch
 
 from steerplug.probes.aggregate import AggState, aggregate
 from steerplug.probes.kinds import Score
+from steerplug.probes.record import record, register
 from steerplug.probes.spec import ProbeBase
 from steerplug.runtime.context import ForwardContext
-from steerplug.runtime.masks import Activation
+from steerplug.runtime.masks import EVERY, Activation
 
 
 def token_scores(raw: torch.Tensor, ctx: ForwardContext) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -19,7 +20,7 @@ def token_scores(raw: torch.Tensor, ctx: ForwardContext) -> tuple[torch.Tensor, 
     Sites that run on flattened tokens give ``[B*T]``; sites that keep only the last tokens (logits under
     ``logits_to_keep``) give ``[B, S]`` with ``S < T``: the missing first columns are NaN and do not count.
     """
-    batch, length = ctx.positions.shape
+    batch, length = ctx.batch_size, ctx.length
     if raw.dim() == 1 and raw.numel() == batch * length:
         return raw.reshape(batch, length), None
     if raw.dim() == 2 and raw.shape[0] == batch and raw.shape[1] <= length:
@@ -43,12 +44,23 @@ class ProbeReader:
     score: Score
     activation: Activation
     state: AggState | None = None
-    ctx: ForwardContext | None = None
-    """The forward the probe read last (a gate in that same forward reads this forward's values)."""
     current: torch.Tensor | None = None
-    """Aggregate after each token of the last forward ``[B, T]``."""
+    """Aggregate after each token of the last forward ``[B, T]`` (also kept in that forward's context, where
+    a gate of the same forward reads it)."""
     raw_log: list[torch.Tensor] = field(default_factory=list)
     trace_log: list[torch.Tensor] = field(default_factory=list)
+    _tail: torch.Tensor | None = None
+    """``[B, 1]`` contiguous: the aggregate after the latest token (the state's ``last``, kept in this shape
+    so a compiled decode step reads a tensor of the same layout after a prefill as after a decode step)."""
+    _key: int = 0
+    _batch: int = -1
+
+    def __post_init__(self) -> None:
+        self._key = register(self)
+
+    def ran_in(self, ctx: ForwardContext) -> bool:
+        """Whether this probe already read the forward ``ctx`` (a host fact of that forward)."""
+        return ("probe", self._key) in ctx.memo
 
     @property
     def name(self) -> str:
@@ -56,34 +68,52 @@ class ProbeReader:
         return f"{self.recipe}/{self.spec.id}"
 
     def observe(self, x: torch.Tensor, ctx: ForwardContext) -> None:
-        """Site observer: score the tokens of this forward and update the running aggregate."""
+        """Site observer: score the tokens of this forward and update the running aggregate.
+
+        A per-token probe reading every token of a forward without padding (a decode step) costs its score
+        alone: the trace is the scores, and the state's ``last`` is taken from it only when read."""
         with torch.no_grad():
             scores, seen = token_scores(self.score(x), ctx)
-            keep = ctx.cached(("mask", self.activation.key), scores.device, self.activation.mask)
-            if seen is not None:
-                keep = keep & seen
             batch = int(scores.shape[0])
-            if ctx.starts_call or self.state is None or int(self.state.count.shape[0]) != batch:
-                self.state = AggState.empty(batch, self.spec.window, scores.device)
+            if ctx.starts_call or self._batch != batch:  # host facts only: compiled decode steps never
+                self.state, self._tail = AggState.empty(batch, self.spec.window, scores.device), None  # read
+                self._batch = batch                                    # the state's tensors to decide this
                 self.raw_log, self.trace_log = [], []
-            trace, self.state = aggregate(self.spec.aggregate, scores, keep, self.state,
-                                          decay=self.spec.decay, window=self.spec.window)
-        self.ctx, self.current = ctx, trace
-        self.raw_log.append(torch.where(keep, scores, torch.nan))
-        self.trace_log.append(trace)
+            selected = self.activation.select(ctx, scores.device)
+            if selected is EVERY and seen is None and self.spec.aggregate == "per_token" \
+                    and scores.dtype == torch.float32:
+                raw = trace = scores
+            else:
+                keep = ctx.cached(self.activation.mask_key, scores.device, self.activation.mask)
+                if seen is not None:
+                    keep = keep & seen
+                trace, self.state = aggregate(self.spec.aggregate, scores, keep, self._settled(),
+                                              decay=self.spec.decay, window=self.spec.window)
+                raw = torch.where(keep, scores, torch.nan)
+            trace = record(self, self._key, raw, trace)
+        self.current = ctx.memo[("probe", self._key)] = trace
+        self._tail = trace if int(trace.shape[1]) == 1 else trace[:, -1:].contiguous()
+
+    def _settled(self) -> AggState:
+        """The state, with ``last`` taken from the latest trace."""
+        state = self.state
+        assert state is not None
+        if self._tail is not None:
+            state = AggState(state.count, state.total, state.best, self._tail[:, 0], state.ring)
+        return state
 
     def value(self, ctx: ForwardContext) -> torch.Tensor:
         """What a gate in forward ``ctx`` reads, on the context's device: this forward's per-token values
         ``[B, T]`` if the probe already ran in it, else the value after the previous forward ``[B, 1]``
         (NaN at a prefill, where a new sequence starts)."""
-        device = ctx.positions.device
-        batch = int(ctx.positions.shape[0])
-        if self.ctx is ctx and self.current is not None:
-            value = self.current
-        elif ctx.starts_call or self.state is None or int(self.state.last.shape[0]) != batch:
+        device, batch = ctx.device, ctx.batch_size
+        mine = ctx.memo.get(("probe", self._key))
+        if mine is not None:
+            value = mine
+        elif ctx.starts_call or self._batch != batch or self._tail is None:
             return torch.full((batch, 1), torch.nan, device=device)
         else:
-            value = self.state.last[:, None]
+            value = self._tail
         return value if value.device == device else value.to(device, non_blocking=True)
 
     def per_token(self) -> torch.Tensor:
@@ -98,7 +128,7 @@ class ProbeReader:
         """The aggregate after the latest token ``[B]`` (NaN while no token counted)."""
         if self.state is None:
             return torch.empty(0)
-        return self.state.last
+        return self._settled().last
 
 
 def _joined(parts: list[torch.Tensor]) -> torch.Tensor:

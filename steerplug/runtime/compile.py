@@ -18,6 +18,7 @@ from steerplug.runtime.budget import composition_problem, record_terms
 from steerplug.runtime.masks import Activation
 from steerplug.runtime.runner import CompiledEntry
 from steerplug.runtime.sequence import SequenceTracker
+from steerplug.runtime.setting import Setting
 from steerplug.runtime.vectors import resolve_vector
 from steerplug.sites.base import UNLAYERED_SITES, SiteAdapter, SiteBinding
 
@@ -93,8 +94,7 @@ def _compile_item(model: torch.nn.Module, recipe: Recipe, index: int, item: Any,
         entry = CompiledEntry(
             owner=owner, recipe=recipe.name, intervention=item.id, label=binding.label, edit=edit,
             activation=activation,
-            strength=torch.tensor(item.strength, device=device, dtype=dtype),
-            enabled=torch.tensor(item.enabled, device=device),
+            strength=Setting.of(item.strength, device, dtype), enabled=Setting.of(item.enabled, device),
             finish_output=output_finisher(binding, adapter.info, recipe.source, pointer),
         )
         record_terms(entry, target.terms, recipe.source, pointer)

@@ -33,9 +33,12 @@ class Deferred:
         self.value: torch.Tensor | None = None
 
     def __call__(self) -> torch.Tensor:
-        if self.value is None:
-            self.value = self.function(*(a() if isinstance(a, Deferred) else a for a in self.args))
-        return self.value
+        value = self.value
+        if value is None:
+            value = self.function(*(a() if isinstance(a, Deferred) else a for a in self.args))
+            if not torch.compiler.is_compiling():  # a traced forward never stores: later forwards see the
+                self.value = value                 # same state, so dynamo's guards keep holding
+        return value
 
 
 Source = Union[torch.Tensor, Deferred]  # noqa: UP007 (runtime alias)
@@ -52,12 +55,19 @@ class ForwardContext:
     - ``source_rows``: long ``[B]``: the input row every batch row came from (beams and returned
       sequences map back to their prompt's row).
     - ``starts_call``: host bool: this forward is the first of a call (per-call state resets here).
+    - ``all_prompt`` / ``all_generated``: host bools: every real token of this forward is a prompt token
+      (a prefill) / a generated one (a decode step); both False when the forward mixes them or the
+      engine's evidence does not say. Hooks use them to skip edits that select no token, without a sync.
+    - ``first_step``: host int or None: the generated step of this forward's first token, when every
+      token is generated and the engine counts them on the host (dynamic caches); never read while
+      compiling (it changes every step).
     """
 
     def __init__(self, *, positions: Source, batch: int, length: int, device: torch.device,
                  valid: Source | None = None, prompt_end: Source | None = None,
                  source_rows: Source | None = None, starts_call: bool = True, call: int = 0,
-                 first_column: int | torch.Tensor = 0, missing_boundary: str | None = None):
+                 first_column: int | torch.Tensor = 0, missing_boundary: str | None = None,
+                 all_prompt: bool = False, all_generated: bool = False, first_step: int | None = None):
         self.batch_size = batch
         """Rows in this forward (``[B, T]`` layout) or tokens (flat layout)."""
         self.length = length
@@ -71,7 +81,13 @@ class ForwardContext:
         self.first_column = first_column
         """Padded column of this forward's first token in its rows (cached columns before it): a host int,
         or a device counter under static caches."""
-        self.memo: dict[Any, torch.Tensor] = {}
+        self.all_prompt = all_prompt
+        """Every real token of this forward is a prompt token (host-known)."""
+        self.all_generated = all_generated
+        """Every token of this forward is a generated token (host-known)."""
+        self.first_step = first_step if all_generated else None
+        """Generated step of the first token when host-known (see the class docstring)."""
+        self.memo: dict[Any, Any] = {}
         self._sources: dict[str, Source | None] = {
             "positions": positions, "valid": valid, "prompt_end": prompt_end, "source_rows": source_rows}
         self._missing_boundary = missing_boundary

@@ -97,5 +97,8 @@ class Host:
         """Whether any entry or observer reads the prompt boundary (checked before each forward's layers)."""
         owners = {owner for runner in self.runners.values() for owner, _ in runner.observers}
         self._boundary_readers &= owners
+        entries = [entry for runner in self.runners.values() for entry in runner.entries]
         self.tracker.needs_boundary = bool(self._boundary_readers) or any(
-            entry.activation.needs_boundary for runner in self.runners.values() for entry in runner.entries)
+            entry.activation.needs_boundary for entry in entries)
+        self.tracker.needs_positions = any(not entry.activation.everywhere for entry in entries) or any(
+            runner.observers for runner in self.runners.values())

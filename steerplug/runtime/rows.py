@@ -4,11 +4,12 @@
 once, as a *slot*, and gives each of its entries a row gate ``slot_of_row == slot`` read from a device
 buffer. ``handle.set_rows(...)`` rewrites that buffer in place between calls (no re-attach, no recompile).
 
-Fast path: where, at one site, every slot has at most one entry and each is a plain ``add`` at every
-position, the slots' entries are replaced by ONE fused entry ``x + table[slot_of_row]`` whose table is
-``(strength * enabled)[:, None] * vectors`` — a handful of vector operations whatever the number of slots,
-bitwise equal to each row running its own recipe alone. The slots' ``strength``/``enabled`` buffers become
-views into the fused entry's coefficient table, so ``set_strength``/``enable``/``disable`` stay in place.
+Fast path: where, at one site, every slot has at most one entry and each is a constant addition at every
+position (:class:`~steerplug.runtime.edits.ConstantEdit`), the slots' entries are replaced by ONE fused entry
+``x + table[slot_of_row]``: two operations whatever the number of slots, bitwise equal to each row running
+its own recipe alone. Row ``s`` of the table is slot ``s``'s ``strength · v`` (``-0.0`` when disabled, and on
+the extra row of unsteered rows: ``x + -0.0 == x`` bitwise); ``set_strength``/``enable``/``disable`` rewrite
+that row in place when they run, never per forward.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ import torch
 
 from steerplug.errors import SteerplugError
 from steerplug.runtime.context import ForwardContext
+from steerplug.runtime.edits import ConstantEdit
 from steerplug.runtime.handle import Handle
 from steerplug.runtime.host import Host
 from steerplug.runtime.masks import Activation
 from steerplug.runtime.runner import CompiledEntry, SiteRunner
+from steerplug.runtime.setting import Setting
 
 if TYPE_CHECKING:
-    from steerplug.plugins import Plugins
+    pass
 
 RowAssignment = Mapping[int, int | None] | Sequence[int | None]
 """Slot index per input row: ``{row: slot}`` or a list (``None``/``-1``: the row is not steered); the beams and
@@ -57,33 +60,39 @@ class RowSlots:
         else:
             self._rows = table.to(self.device)
             self._views.clear()
+            self.index(len(values), self.device)  # the usual batch, built now rather than inside a traced forward
 
     def index(self, batch: int, device: torch.device) -> torch.Tensor:
-        """``[batch]`` slot per input row (``n_slots`` = none) on ``device``; rows past the table: none."""
+        """``[batch, 1]`` slot per input row (``n_slots`` = none) on ``device``; rows past the table: none."""
         view = self._views.get((batch, device))
         if view is None:
-            view = self._views[(batch, device)] = self._expanded(batch, device)
+            view = self._expanded(batch, device)
+            if not torch.compiler.is_compiling():  # kept (and rewritten in place by set_rows) when built
+                self._views[(batch, device)] = view  # eagerly; a traced forward leaves the dict as it was
         return view
 
     def of_rows(self, ctx: ForwardContext, device: torch.device) -> torch.Tensor:
-        """``[B]`` slot of every batch row of the running forward: the slot of the input row it came from
+        """``[B, 1]`` slot of every batch row of the running forward: the slot of the input row it came from
         (beams and returned sequences follow their prompt's row)."""
-        by_input = self.index(ctx.batch_size, device)
         if not ctx.maps_rows:
-            return by_input
-        return ctx.cached(("row-slots", id(self)), device, lambda c: by_input[c.source_rows.to(device)])
+            return self.index(ctx.batch_size, device)
+        return ctx.cached(("row-slots", id(self)), device, self._mapped)
+
+    def _mapped(self, ctx: ForwardContext) -> torch.Tensor:
+        by_input = self.index(int(ctx.source_rows.shape[0]), ctx.device)
+        return by_input[ctx.source_rows.to(ctx.device)]
 
     def _expanded(self, batch: int, device: torch.device) -> torch.Tensor:
         rows = self._rows[:batch].to(device)
         rows = torch.where(rows < 0, self.n_slots, rows)
         if batch > rows.shape[0]:
             rows = torch.cat([rows, rows.new_full((batch - rows.shape[0],), self.n_slots)])
-        return rows
+        return rows[:, None]
 
     def gate(self, slot: int) -> Any:
         """A runner gate ``[B, 1]``: rows assigned to ``slot``."""
         def gate(ctx: ForwardContext, device: torch.device) -> torch.Tensor:
-            return (self.of_rows(ctx, device) == slot)[:, None]
+            return ctx.cached(("row-gate", id(self), slot), device, lambda c: self.of_rows(c, device) == slot)
 
         return gate
 
@@ -130,8 +139,7 @@ class RowsHandle(Handle):
             host.remove(self)
 
 
-def attach_row_slots(model: torch.nn.Module, handles: Sequence[Handle], assignment: RowAssignment,
-                     plugins: Plugins | None) -> RowsHandle:
+def attach_row_slots(model: torch.nn.Module, handles: Sequence[Handle], assignment: RowAssignment) -> RowsHandle:
     """Gate each attached handle (one per slot) to the input rows ``assignment`` gives it, fuse plain
     additions, and return the :class:`RowsHandle` owning them (the caller detaches ``handles`` on failure)."""
     device = next((e.strength.device for h in handles for e in h.entries), torch.device("cpu"))
@@ -141,13 +149,12 @@ def attach_row_slots(model: torch.nn.Module, handles: Sequence[Handle], assignme
         for entry in handle.entries:
             entry.gates.append(table.gate(slot))
     rows_handle = RowsHandle(model, handles, table, Host.for_model(model))
-    _fuse_additions(Host.for_model(model), handles, table, plugins, owner=rows_handle)
+    _fuse_additions(Host.for_model(model), handles, table, owner=rows_handle)
     return rows_handle
 
 
-def _fuse_additions(host: Host, handles: Sequence[Handle], table: RowSlots, plugins: Plugins | None,
-                    owner: object) -> None:
-    additions = _plain_additions(handles, plugins)
+def _fuse_additions(host: Host, handles: Sequence[Handle], table: RowSlots, owner: object) -> None:
+    additions = _plain_additions(handles)
     owners = {id(h) for h in handles}
     for runner in host.runners.values():
         mine = [e for e in runner.entries if id(e.owner) in owners]
@@ -158,51 +165,54 @@ def _fuse_additions(host: Host, handles: Sequence[Handle], table: RowSlots, plug
             _replace_with_fused(runner, mine, slots, table, owner)
 
 
-def _plain_additions(handles: Sequence[Handle], plugins: Plugins | None) -> dict[int, int]:
-    """``id(entry) -> slot`` of entries that are the built-in ``add`` at every position, only row-gated:
-    their edit is exactly ``x + alpha * v``."""
-    from steerplug.builtin_plugins.ops_basic import AddOperation
-    from steerplug.plugins import get_plugins
-
-    if not isinstance((plugins or get_plugins()).operations.get("add"), AddOperation):
-        return {}
+def _plain_additions(handles: Sequence[Handle]) -> dict[int, int]:
+    """``id(entry) -> slot`` of entries that are a constant addition at every position, only row-gated: their
+    edit is exactly ``x + alpha * v``."""
     found: dict[int, int] = {}
     for slot, handle in enumerate(handles):
-        ops = {(r.name, item.id): item.op for r in handle.recipes for item in getattr(r.spec, "interventions", [])}
         for entry in handle.entries:
-            if ops.get((entry.recipe, entry.intervention)) == "add" and entry.activation.everywhere \
-                    and len(entry.gates) == 1:
+            if isinstance(entry.edit, ConstantEdit) and entry.activation.everywhere and len(entry.gates) == 1:
                 found[id(entry)] = slot
     return found
+
+
+class _RowTable:
+    """The fused per-row addition: ``x + table[slot_of_row]``."""
+
+    def __init__(self, mine: list[CompiledEntry], slots: list[int], rows: RowSlots, tracker: Any):
+        first = mine[0]
+        assert isinstance(first.edit, ConstantEdit)
+        self.width = int(first.edit.vector.shape[-1])
+        self.table = torch.full((rows.n_slots + 1, self.width), -0.0, device=first.edit.vector.device,
+                                dtype=first.edit.vector.dtype)  # the last row: unsteered rows (x + -0.0 == x)
+        self.rows, self.tracker = rows, tracker
+        for entry, slot in zip(mine, slots, strict=True):
+            self._follow(entry, slot)
+
+    def _follow(self, entry: CompiledEntry, slot: int) -> None:
+        def prepare() -> None:
+            assert entry.delta is not None
+            self.table[slot] = entry.delta
+
+        entry.strength.listen(prepare)
+        entry.enabled.listen(prepare)
+        prepare()
+
+    def __call__(self, x: torch.Tensor, alpha: Any) -> torch.Tensor:
+        ctx = self.tracker.current or self.tracker.context_for(x)
+        delta = self.table[self.rows.of_rows(ctx, x.device)]  # [B, 1, width]
+        if x.dim() >= 3:
+            return x + (delta if x.dim() == 3 else delta.reshape(delta.shape[0], *([1] * (x.dim() - 2)), self.width))
+        return x + delta[:, 0].repeat_interleave(ctx.length, dim=0)  # token-flattened [B*T, width]
 
 
 def _replace_with_fused(runner: SiteRunner, mine: list[CompiledEntry], slots: list[int], table: RowSlots,
                         owner: object) -> None:
     first = mine[0]
     device, dtype = first.strength.device, first.strength.dtype
-    one = torch.ones((), device=device, dtype=dtype)
-    zero = torch.zeros((), device=device, dtype=dtype)
-    found = {slot: e.edit(zero, one) for e, slot in zip(mine, slots, strict=True)}  # 0 + 1 * v = v exactly
-    width = int(next(iter(found.values())).shape[-1])
-    vectors = torch.zeros(table.n_slots + 1, width, device=device, dtype=dtype)  # last row: unsteered rows
-    coef = torch.zeros(table.n_slots + 1, device=device, dtype=dtype)
-    enabled = torch.zeros(table.n_slots + 1, device=device, dtype=torch.bool)
-    for entry, slot in zip(mine, slots, strict=True):
-        vectors[slot] = found[slot]
-        coef[slot], enabled[slot] = entry.strength, entry.enabled
-        entry.strength, entry.enabled = coef[slot], enabled[slot]  # views: set_strength writes the table
-    tracker = runner.tracker
-
-    def edit(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        ctx = tracker.context_for(x)
-        delta = ((coef * enabled)[:, None] * vectors)[table.of_rows(ctx, x.device)]
-        if x.dim() >= 3:
-            return x + delta.reshape(delta.shape[0], *([1] * (x.dim() - 2)), width)
-        return x + delta.repeat_interleave(ctx.length, dim=0)  # token-flattened [B*T, width]
-
-    fused = CompiledEntry(owner=owner, recipe="rows", intervention="fused-add", label=first.label, edit=edit,
-                          activation=Activation("all", None), strength=one.clone(),
-                          enabled=torch.ones((), device=device, dtype=torch.bool))
+    fused = CompiledEntry(owner=owner, recipe="rows", intervention="fused-add", label=first.label,
+                          edit=_RowTable(mine, slots, table, runner.tracker), activation=Activation("all", None),
+                          strength=Setting.of(1.0, device, dtype), enabled=Setting.of(True, device))
     start = runner.entries.index(first)
     runner.entries = [e for e in runner.entries if all(e is not m for m in mine)]
     runner.entries.insert(start, fused)

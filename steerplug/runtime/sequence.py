@@ -78,8 +78,23 @@ class _Call:
     expand: int | None = None
     consumed: int = 0
     decoding: bool = False
-    rows: dict[int, tuple[Source, Source | None, Source]] = field(default_factory=dict)
-    """Per expansion ``k``: (prompt end ``[B, 1]``, source rows, input positions ``[B, L]``)."""
+    rows: dict[int, _CallRows] = field(default_factory=dict)
+    """Per expansion ``k`` (batch rows per input row)."""
+
+
+@dataclass(frozen=True, eq=False)
+class _CallRows:
+    """A call's per-row tensors for one expansion, fixed for the whole call."""
+
+    end: Source
+    """Prompt end ``[B, 1]``."""
+    rows: Source | None
+    """Input row of every batch row (None: identity)."""
+    positions: Source
+    """Absolute position of every input column ``[B, L]``."""
+    shift: Source
+    """``prompt_end - L`` ``[B, 1]``: a generated token at padded column ``c`` sits at ``shift + c``. Decode
+    forwards read it instead of the call's input length, so compiled decode graphs never specialise on it."""
 
 
 @dataclass(eq=False)
@@ -101,6 +116,9 @@ class SequenceTracker:
         self.needs_boundary = False
         """Set by the host when an attached entry reads the prompt boundary: a forward without one then
         raises before any layer runs."""
+        self.needs_positions = False
+        """Set by the host when an attached entry may read positions: a call's fixed per-row tensors are then
+        built at its first forward (eagerly, before any compiled decode step reads them)."""
         self._calls: list[_Call] = []
         self._loose: _Loose | None = None
         self._numbers = 0
@@ -149,9 +167,10 @@ class SequenceTracker:
     # -- inside generate ---------------------------------------------------------------------------------
     def _in_call(self, call: _Call, ev: Evidence) -> ForwardContext:
         k = _expansion(call, ev.batch)
-        end, rows, input_positions = _call_rows(call, k, ev.device)
+        found = _call_rows(call, k, ev.device)
         if call.decoding:
-            return self._generated(call, ev, k, end, rows, input_positions)
+            return self._generated(call, ev, k, found)
+        end, rows, input_positions = found.end, found.rows, found.positions
         given = call.input
         start = given.cached + call.consumed
         if ev.length > given.length - start:
@@ -162,15 +181,18 @@ class SequenceTracker:
         positions = _first(_positions_given(ev), Deferred(st.columns, input_positions, start, ev.length))
         valid = _valid_columns(ev, call, k, start)
         first = call.consumed == 0
+        if first and (self.needs_positions or self.needs_boundary) and given.right_padded_row is None:
+            _build(found.end, found.shift)  # eagerly, so compiled decode steps only read them
         call.consumed += ev.length
         call.decoding = start + ev.length == given.length
         return ForwardContext(positions=positions, batch=ev.batch, length=ev.length, device=ev.device, valid=valid,
                               prompt_end=_boundary(given, end), source_rows=rows, starts_call=first,
-                              call=call.number, first_column=start, missing_boundary=_right_padding_reason(given))
+                              call=_number(call), first_column=start, missing_boundary=_right_padding_reason(given),
+                              all_prompt=True)
 
-    def _generated(self, call: _Call, ev: Evidence, k: int, end: Source, rows: Source | None,
-                   input_positions: Source) -> ForwardContext:
+    def _generated(self, call: _Call, ev: Evidence, k: int, found: _CallRows) -> ForwardContext:
         given = call.input
+        end, rows, input_positions = found.end, found.rows, found.positions
         if not ev.has_cache:  # no cache: the forward recomputes the whole sequence
             extra = ev.length - given.length
             if extra < 0:
@@ -178,7 +200,7 @@ class SequenceTracker:
                                     f"{given.length} of generate()'s input; steerplug cannot place them")
             positions = _first(_positions_given(ev), Deferred(st.extended, input_positions, end, extra))
             valid = Deferred(st.extended_valid, _input_mask(call, k, ev.device), extra) if given.padded else None
-            starts = True
+            starts, step = True, None
         else:
             if isinstance(ev.cache_length, int) and ev.cache_length < given.length:
                 raise SequenceError(f"the cache holds {ev.cache_length} tokens, fewer than the {given.length} of "
@@ -186,13 +208,15 @@ class SequenceTracker:
                                     "tokens")
             _check_start(ev, ev.cache_length, "the cache")
             given_positions = _positions_given(ev)
-            positions = given_positions if given_positions is not None else _positions_after(ev, end, given.length)
+            positions = given_positions if given_positions is not None else _positions_after(ev, found.shift)
             valid, starts = None, False
+            step = ev.cache_length - given.length if isinstance(ev.cache_length, int) else None
         first_column = ev.cache_length if ev.has_cache and ev.cache_length is not None else 0
         return ForwardContext(positions=positions, batch=ev.batch, length=ev.length, device=ev.device, valid=valid,
                               prompt_end=_boundary(given, end), source_rows=rows, starts_call=starts,
-                              call=call.number, first_column=first_column,
-                              missing_boundary=_right_padding_reason(given))
+                              call=_number(call), first_column=first_column,
+                              missing_boundary=_right_padding_reason(given), all_generated=ev.has_cache,
+                              first_step=step)
 
     # -- plain forwards ----------------------------------------------------------------------------------
     def _plain(self, ev: Evidence) -> ForwardContext:
@@ -209,7 +233,7 @@ class SequenceTracker:
             valid = Deferred(st.tail, ev.mask, ev.length) if ev.mask is not None else None
             return ForwardContext(positions=positions, batch=ev.batch, length=ev.length, device=ev.device,
                                   valid=valid, prompt_end=loose.prompt_end, starts_call=False, call=loose.number,
-                                  first_column=length)
+                                  first_column=length, all_generated=True, first_step=length - loose.length)
         self._loose = None
         given = _positions_given(ev)
         positions = given if given is not None else _positions_unanchored(ev, length)
@@ -238,7 +262,13 @@ class SequenceTracker:
         self._loose = _Loose(ev.cache_key, ev.length, end, self._numbers, ev.length)
         return ForwardContext(positions=positions, batch=ev.batch, length=ev.length, device=ev.device,
                               valid=None if ev.mask is None else Deferred(st.tail, ev.mask, ev.length),
-                              prompt_end=end, call=self._numbers)
+                              prompt_end=end, call=self._numbers, all_prompt=True)
+
+
+def _number(call: _Call) -> int:
+    """The call's number for diagnostics; 0 inside a traced forward, where reading it would make every call
+    recompile."""
+    return 0 if torch.compiler.is_compiling() else call.number
 
 
 def _expansion(call: _Call, batch: int) -> int:
@@ -255,15 +285,22 @@ def _expansion(call: _Call, batch: int) -> int:
     return call.expand
 
 
-def _call_rows(call: _Call, k: int, device: torch.device) -> tuple[Source, Source | None, Source]:
+def _call_rows(call: _Call, k: int, device: torch.device) -> _CallRows:
     found = call.rows.get(k)
     if found is None:
         given = call.input
         end = Deferred(st.prompt_end_rows, given.mask, given.batch, given.length, k, device)
-        rows = Deferred(st.source_rows, given.batch, k, device) if k > 1 else None
-        positions = Deferred(st.input_positions, given.mask, given.batch, given.length, k, device)
-        found = call.rows[k] = (end, rows, positions)
+        found = call.rows[k] = _CallRows(
+            end=end, rows=Deferred(st.source_rows, given.batch, k, device) if k > 1 else None,
+            positions=Deferred(st.input_positions, given.mask, given.batch, given.length, k, device),
+            shift=Deferred(st.shifted, end, given.length))
     return found
+
+
+def _build(*sources: Source) -> None:
+    for source in sources:
+        if isinstance(source, Deferred):
+            source()
 
 
 def _input_mask(call: _Call, k: int, device: torch.device) -> Deferred:
@@ -279,14 +316,14 @@ def _positions_given(ev: Evidence) -> Source | None:
     return None
 
 
-def _positions_after(ev: Evidence, end: Source, input_length: int) -> Source:
-    """Positions of generated tokens from the padded columns they occupy: ``prompt_end + column - L``."""
+def _positions_after(ev: Evidence, shift: Source) -> Source:
+    """Positions of generated tokens from the padded columns they occupy: ``prompt_end - L + column``."""
     if ev.cache_position is not None:
-        return Deferred(st.from_columns, end, ev.cache_position, input_length)
+        return Deferred(st.from_columns, shift, ev.cache_position)
     if ev.cache_length is None:
         raise SequenceError("the model ran a generation step without position ids, cache positions or a cache "
                             "length; steerplug cannot place its tokens")
-    return Deferred(st.after_start, end, ev.cache_length - input_length, ev.length)
+    return Deferred(st.after_start, shift, ev.cache_length, ev.length)
 
 
 def _positions_unanchored(ev: Evidence, cached: int | None) -> Source:

@@ -83,9 +83,14 @@ def tail(mask: torch.Tensor, length: int) -> torch.Tensor:
     return mask[:, -length:].bool()
 
 
-def from_columns(prompt_end: torch.Tensor, cache_position: torch.Tensor, input_length: int) -> torch.Tensor:
-    """Generated tokens at padded columns ``cache_position``: ``prompt_end + column - input_length``."""
-    return prompt_end + (cache_position[None, :] - input_length)
+def shifted(prompt_end: torch.Tensor, input_length: int) -> torch.Tensor:
+    """``prompt_end - input_length`` ``[B, 1]``: add a padded column to get a generated token's position."""
+    return prompt_end - input_length
+
+
+def from_columns(shift: torch.Tensor, cache_position: torch.Tensor) -> torch.Tensor:
+    """Generated tokens at padded columns ``cache_position``: ``shift + column``."""
+    return shift + cache_position[None, :]
 
 
 def after_start(prompt_end: torch.Tensor, offset: int | torch.Tensor, length: int) -> torch.Tensor:

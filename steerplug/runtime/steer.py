@@ -56,7 +56,7 @@ def steer_rows(model: torch.nn.Module, rows: Mapping[int, RecipeRef | None] | Se
     try:
         for ref in refs:
             handles.append(steer(model, ref, plugins=plugins, **options))
-        return attach_row_slots(model, handles, assignment, plugins)
+        return attach_row_slots(model, handles, assignment)
     except BaseException:
         for attached_handle in handles:
             attached_handle.detach()

@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from steerplug.sites.router import router_output_problem
 from steerplug.sites.structure import Found, feature_width, is_norm, join, linears, pick_linear
 
 ATTENTION_NAMES = ("self_attn", "attn", "attention", "self_attention", "attn_block")
@@ -17,6 +18,7 @@ CROSS_HINTS = ("cross", "encoder_attn")
 OUT_PROJ_NAMES = ("o_proj", "out_proj", "c_proj", "dense", "out_lin", "wo", "o", "proj")
 DOWN_PROJ_NAMES = ("down_proj", "c_proj", "fc2", "dense_4h_to_h", "fc_out", "w2", "lin2", "wo", "dense")
 ROUTER_NAMES = ("gate", "router")
+ROUTER_CLASS_HINTS = ("router", "gating")  # GraniteMoeTopKGating (transformers 5.0) has no `experts` child
 HEAD_COUNT_ATTRS = ("num_heads", "num_attention_heads", "n_head", "n_heads", "nheads")
 # Norms that, when they sit next to a projection, mean the residual is added *inside* that container
 # (BERT's SelfOutput/Output: dense -> dropout -> LayerNorm(x + residual)).
@@ -71,7 +73,9 @@ def find_mlp(layer: nn.Module, attention: str | None) -> str | None:
 
 def _is_moe(mlp: nn.Module) -> bool:
     children = dict(mlp.named_children())
-    return "experts" in children or any("router" in type(c).__name__.lower() for c in children.values())
+    if "experts" in children or "router" in children:
+        return True
+    return any(hint in type(c).__name__.lower() for c in children.values() for hint in ROUTER_CLASS_HINTS)
 
 
 def _router(mlp: nn.Module, mlp_name: str) -> Found | None:
@@ -142,10 +146,14 @@ def _mlp_sites(sites: LayerSites, layer: nn.Module, hidden: int, attn: str | Non
         sites.found["mlp_out"] = Found(mlp, "output", hidden)
         sites.missing["mlp_act"] = FUSED_MOE_REASON
         router = _router(layer.get_submodule(mlp), mlp)
-        if router is not None:
-            sites.found["router"] = router
-        else:
+        problem = None if router is None else router_output_problem(layer.get_submodule(router.name), hidden,
+                                                                     router.width)
+        if router is None:
             sites.missing["router"] = "MoE block has no 'gate'/'router' module"
+        elif problem is not None:
+            sites.missing["router"] = problem
+        else:
+            sites.found["router"] = router
         return
     sites.missing["router"] = "not a mixture-of-experts layer"
     scope = [c for c in linears(layer) if not (attn and c[0].startswith(attn + "."))]

@@ -29,6 +29,9 @@ TINY_SIZES: dict[tuple[str, ...], Any] = {
     ("eos_token_id",): 2,
 }
 """Small values for every spelling of a size parameter; only the spellings a config accepts are used."""
+TOKEN_IDS = ("pad_token_id", "bos_token_id", "eos_token_id")
+"""Set on every tiny config, even where the config class takes them only through ``**kwargs`` (transformers
+5.0's Phi, StableLM and EXAONE-4 configs have no ``pad_token_id`` argument, yet their models read it)."""
 
 # Three layers so that the first (dense) layer and the later MoE layers both exist; small MLA ranks.
 _DEEPSEEK: dict[str, Any] = {
@@ -72,7 +75,11 @@ def tiny_config(model_type: str) -> Any:
     for names, value in TINY_SIZES.items():
         kwargs.update({name: value for name in names if name in accepted})
     kwargs.update(TINY_OVERRIDES.get(model_type, {}))
-    return config_class(**kwargs)
+    config = config_class(**kwargs)
+    for name in TOKEN_IDS:
+        if not hasattr(config, name):
+            setattr(config, name, TINY_SIZES[(name,)])
+    return config
 
 
 def tiny_model(model_type: str, seed: int = 0) -> nn.Module:

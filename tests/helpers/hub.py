@@ -34,6 +34,18 @@ def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> SimpleNamespace:
     return paths
 
 
+def http_error(status: int, method: str, url: str, message: str) -> Exception:
+    """The ``HfHubHTTPError`` huggingface_hub raises for an HTTP ``status``, with a response of the HTTP client
+    it is built on (``httpx`` up to huggingface_hub 1.x, ``httpx2`` since 2.0)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        import httpx2 as http
+    except ModuleNotFoundError:
+        import httpx as http  # type: ignore[no-redef]
+    return HfHubHTTPError(message, response=http.Response(status, request=http.Request(method, url)))
+
+
 def hub_commit(repo_id: str, revision: str, files: Mapping[str, bytes]) -> str:
     """A deterministic 40-hex commit id for a snapshot."""
     digest = hashlib.sha1(f"{repo_id}@{revision}".encode())
