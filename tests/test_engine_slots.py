@@ -212,8 +212,8 @@ def test_token_feed_zeroes_tokens_past_the_batch() -> None:
 
 
 def test_placement_problems_are_located() -> None:
-    wide = recipe({"id": "w", "op": "add", "site": "resid_post", "layers": 5, "vector": [1.0] * H},
-                  model={"hidden_size": 16})
+    wide = recipe({"id": "w", "op": "add", "site": "resid_post", "layers": 5, "vector": [1.0] * 16},
+                  model={"hidden_size": 16})  # consistent with itself (validate checks that), not with the model
     far = recipe({"id": "f", "op": "add", "site": "resid_post", "layers": 7, "vector": [1.0] * H})
     problems = placement_problems([(1, load_recipe(wide)), (2, load_recipe(far))], INFO)
     assert [str(p) for p in problems] == [
