@@ -15,22 +15,14 @@ import pytest
 import torch
 
 import steerplug
-from steerplug.doctor.reference import HandHook, Where
+from steerplug.doctor.reference import POSITION_KINDS, HandHook, Where
 from tests.helpers.models import recipe, tiny
 
 PROMPTS = torch.tensor([[0, 5, 9, 14, 3, 7], [0, 0, 0, 21, 8, 30], [4, 12, 19, 25, 6, 11]])
 MASK = (PROMPTS != 0).long()
 LAYER, NEW = 1, 5
 
-KINDS: dict[str, tuple[Any, Where]] = {
-    "all": ("all", lambda p, n: torch.ones_like(p, dtype=torch.bool)),
-    "prompt": ("prompt", lambda p, n: p < n),
-    "generated": ("generated", lambda p, n: p >= n),
-    "last_prompt": ("last_prompt", lambda p, n: p == n - 1),
-    "range": ({"from": 1, "to": -1}, lambda p, n: (p >= 1) & (p < n - 1)),
-    "absolute_range": ({"from": 2, "to": 7}, lambda p, n: (p >= 2) & (p < 7)),
-    "union": (["last_prompt", "generated"], lambda p, n: p >= n - 1),
-}
+KINDS = POSITION_KINDS
 
 MODES: dict[str, dict[str, Any]] = {
     "batch1": {"rows": [2]},

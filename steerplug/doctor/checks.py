@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from steerplug.doctor.reference import HandHook, Weight, Where
+from steerplug.doctor.reference import POSITION_KINDS, HandHook, Weight, Where
 from steerplug.engines.transformers import cache_argument, returned_cache
 from steerplug.errors import SteerplugError
 
@@ -25,11 +25,7 @@ LAYER, NEW_TOKENS = 1, 4
 SCHEDULE: dict[str, Any] = {"start": 1, "stop": 4, "decay": "linear"}
 
 KINDS: dict[str, tuple[Any, Where]] = {
-    "all": ("all", lambda p, n: torch.ones_like(p, dtype=torch.bool)),
-    "prompt": ("prompt", lambda p, n: p < n),
-    "generated": ("generated", lambda p, n: p >= n),
-    "last_prompt": ("last_prompt", lambda p, n: p == n - 1),
-    "range": ({"from": 1, "to": -1}, lambda p, n: (p >= 1) & (p < n - 1)),
+    **{kind: POSITION_KINDS[kind] for kind in ("all", "prompt", "generated", "last_prompt", "range")},
     "schedule": ("generated", lambda p, n: (p - n >= 1) & (p - n < 4)),
 }
 """Position kinds checked: ``positions:`` value and the hand reference's rule."""

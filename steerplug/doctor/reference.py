@@ -19,6 +19,18 @@ Where = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Weight = Callable[[torch.Tensor], torch.Tensor]
 """``weight(generated_step) -> float``: a schedule's strength factor."""
 
+POSITION_KINDS: dict[str, tuple[Any, Where]] = {
+    "all": ("all", lambda p, n: torch.ones_like(p, dtype=torch.bool)),
+    "prompt": ("prompt", lambda p, n: p < n),
+    "generated": ("generated", lambda p, n: p >= n),
+    "last_prompt": ("last_prompt", lambda p, n: p == n - 1),
+    "range": ({"from": 1, "to": -1}, lambda p, n: (p >= 1) & (p < n - 1)),
+    "absolute_range": ({"from": 2, "to": 7}, lambda p, n: (p >= 2) & (p < 7)),
+    "union": (["last_prompt", "generated"], lambda p, n: p >= n - 1),
+}
+"""Position kinds: the recipe's ``positions:`` value and the rule the hand-written hook applies, written from the
+documented semantics (``p`` the token's absolute position, ``n`` its call's prompt end)."""
+
 
 class HandHook:
     """Adds ``vector`` at a module's output where ``where`` holds, for one generate call."""

@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from steerplug.runtime.sequence import CacheLength, CallInput, Evidence, SequenceTracker
+from steerplug.runtime.evidence import CacheLength, CallInput, Evidence
+from steerplug.runtime.sequence import SequenceTracker
 
 CACHE_ARGUMENTS = ("cache", "past_key_values", "cache_params")
 """Names under which Transformers versions pass the KV cache to a model's forward and to ``generate``."""

@@ -27,46 +27,15 @@ import torch
 from steerplug.errors import SequenceError
 from steerplug.runtime import sequence_tensors as st
 from steerplug.runtime.context import Deferred, ForwardContext, Source, plain_context
-
-CacheLength = int | torch.Tensor | None
-
-
-@dataclass(frozen=True, eq=False)
-class CallInput:
-    """What a generate call was given."""
-
-    batch: int
-    """Input rows."""
-    length: int
-    """Input columns (cached ones included)."""
-    mask: torch.Tensor | None
-    """``[batch, length]`` attention mask of the input (None: no padding)."""
-    cached: int = 0
-    """Columns already in the cache the call continues (0 for a fresh call)."""
-    padded: bool = False
-    """Whether ``mask`` holds padding (read once per call)."""
-    right_padded_row: int | None = None
-    """A row whose input ends with padding (generation would continue after it), if any."""
-
-
-@dataclass(frozen=True, eq=False)
-class Evidence:
-    """What one forward of the model was given, normalised by an engine adapter."""
-
-    batch: int
-    length: int
-    device: torch.device
-    position_ids: torch.Tensor | None = None
-    """``[B or 1, T]`` the model's own position ids."""
-    cache_position: torch.Tensor | None = None
-    """``[T]`` padded columns of this forward's tokens."""
-    has_cache: bool = False
-    cache_key: int | None = None
-    """Identity of the cache object, to recognise the one a previous forward filled."""
-    cache_length: CacheLength = None
-    """Tokens already cached: a host int, or a device counter (static caches)."""
-    mask: torch.Tensor | None = None
-    """``[B, cached + T]`` 2-D attention mask, when the engine passed one."""
+from steerplug.runtime.evidence import (
+    CallInput,
+    Evidence,
+    check_start,
+    positions_after,
+    positions_given,
+    positions_unanchored,
+    strongest,
+)
 
 
 @dataclass(eq=False)
@@ -177,8 +146,8 @@ class SequenceTracker:
             raise SequenceError(f"generate() was given {given.length} input tokens per row ({given.cached} already "
                                 f"cached), but the model ran {ev.length} new tokens where {given.length - start} "
                                 "remained; steerplug cannot place them (report this with your transformers version)")
-        _check_start(ev, start, "generate()'s input")
-        positions = _first(_positions_given(ev), Deferred(st.columns, input_positions, start, ev.length))
+        check_start(ev, start, "generate()'s input")
+        positions = strongest(positions_given(ev), Deferred(st.columns, input_positions, start, ev.length))
         valid = _valid_columns(ev, call, k, start)
         first = call.consumed == 0
         if first and (self.needs_positions or self.needs_boundary) and given.right_padded_row is None:
@@ -198,7 +167,7 @@ class SequenceTracker:
             if extra < 0:
                 raise SequenceError(f"a forward without a cache ran {ev.length} tokens per row, fewer than the "
                                     f"{given.length} of generate()'s input; steerplug cannot place them")
-            positions = _first(_positions_given(ev), Deferred(st.extended, input_positions, end, extra))
+            positions = strongest(positions_given(ev), Deferred(st.extended, input_positions, end, extra))
             valid = Deferred(st.extended_valid, _input_mask(call, k, ev.device), extra) if given.padded else None
             starts, step = True, None
         else:
@@ -206,9 +175,9 @@ class SequenceTracker:
                 raise SequenceError(f"the cache holds {ev.cache_length} tokens, fewer than the {given.length} of "
                                     "generate()'s input, after the prompt was run; steerplug cannot place the new "
                                     "tokens")
-            _check_start(ev, ev.cache_length, "the cache")
-            given_positions = _positions_given(ev)
-            positions = given_positions if given_positions is not None else _positions_after(ev, found.shift)
+            check_start(ev, ev.cache_length, "the cache")
+            given_positions = positions_given(ev)
+            positions = given_positions if given_positions is not None else positions_after(ev, found.shift)
             valid, starts = None, False
             step = ev.cache_length - given.length if isinstance(ev.cache_length, int) else None
         first_column = ev.cache_length if ev.has_cache and ev.cache_length is not None else 0
@@ -228,15 +197,15 @@ class SequenceTracker:
             return self._fresh(ev)
         if loose is not None and loose.cache_key == ev.cache_key and length == loose.expected:
             loose.expected += ev.length
-            positions = _first(_positions_given(ev),
+            positions = strongest(positions_given(ev),
                                Deferred(st.after_start, loose.prompt_end, length - loose.length, ev.length))
             valid = Deferred(st.tail, ev.mask, ev.length) if ev.mask is not None else None
             return ForwardContext(positions=positions, batch=ev.batch, length=ev.length, device=ev.device,
                                   valid=valid, prompt_end=loose.prompt_end, starts_call=False, call=loose.number,
                                   first_column=length, all_generated=True, first_step=length - loose.length)
         self._loose = None
-        given = _positions_given(ev)
-        positions = given if given is not None else _positions_unanchored(ev, length)
+        given = positions_given(ev)
+        positions = given if given is not None else positions_unanchored(ev, length)
         valid = Deferred(st.tail, ev.mask, ev.length) if ev.mask is not None else None
         self._numbers += 1
         return ForwardContext(positions=positions, batch=ev.batch, length=ev.length, device=ev.device, valid=valid,
@@ -250,12 +219,12 @@ class SequenceTracker:
         if ev.mask is not None and int(ev.mask.shape[-1]) != ev.length:
             raise SequenceError(f"the attention mask covers {int(ev.mask.shape[-1])} tokens but the forward runs "
                                 f"{ev.length} with nothing cached; steerplug cannot place them")
-        given = _positions_given(ev)
+        given = positions_given(ev)
         if ev.mask is not None:
-            positions = _first(given, Deferred(st.from_mask, ev.mask))
+            positions = strongest(given, Deferred(st.from_mask, ev.mask))
             end: Source = Deferred(st.mask_end, ev.mask)
         else:
-            positions = _first(given, Deferred(st.arange_rows, ev.batch, ev.length, ev.device))
+            positions = strongest(given, Deferred(st.arange_rows, ev.batch, ev.length, ev.device))
             end = Deferred(st.last_end, positions) if given is not None else Deferred(
                 st.full_end, ev.batch, ev.length, ev.device)
         self._numbers += 1
@@ -307,61 +276,12 @@ def _input_mask(call: _Call, k: int, device: torch.device) -> Deferred:
     return Deferred(st.expand_rows, call.input.mask, k, device)
 
 
-def _positions_given(ev: Evidence) -> Source | None:
-    ids = ev.position_ids
-    if ids is None:
-        return None
-    if ids.dim() == 2 and int(ids.shape[-1]) == ev.length and int(ids.shape[0]) in (1, ev.batch):
-        return ids if int(ids.shape[0]) == ev.batch else Deferred(st.expand_batch, ids, ev.batch)
-    return None
-
-
-def _positions_after(ev: Evidence, shift: Source) -> Source:
-    """Positions of generated tokens from the padded columns they occupy: ``prompt_end - L + column``."""
-    if ev.cache_position is not None:
-        return Deferred(st.from_columns, shift, ev.cache_position)
-    if ev.cache_length is None:
-        raise SequenceError("the model ran a generation step without position ids, cache positions or a cache "
-                            "length; steerplug cannot place its tokens")
-    return Deferred(st.after_start, shift, ev.cache_length, ev.length)
-
-
-def _positions_unanchored(ev: Evidence, cached: int | None) -> Source:
-    """Positions of a forward on an unknown cache: from the mask over cached and new tokens, else the cache's
-    columns (no padding can be known then)."""
-    if ev.mask is not None:
-        return Deferred(st.mask_tail_positions, ev.mask, ev.length)
-    if ev.cache_position is not None:
-        return Deferred(st.expand_batch, ev.cache_position[None], ev.batch)
-    if cached is None:
-        raise SequenceError("the model ran on a cache whose length steerplug cannot read, without position ids or "
-                            "an attention mask; steerplug cannot place its tokens")
-    return Deferred(st.arange_rows, ev.batch, ev.length, ev.device, cached)
-
-
-def _check_start(ev: Evidence, start: CacheLength, what: str) -> None:
-    """Host-known facts must agree: the cache length and the 2-D mask width with the columns expected."""
-    if ev.has_cache and isinstance(ev.cache_length, int) and isinstance(start, int) and ev.cache_length != start:
-        raise SequenceError(f"the cache holds {ev.cache_length} tokens where {what} says {start}; steerplug "
-                            "cannot place this forward's tokens")
-    if ev.mask is not None and isinstance(start, int) and int(ev.mask.shape[-1]) != start + ev.length:
-        raise SequenceError(f"the attention mask covers {int(ev.mask.shape[-1])} tokens where {what} says "
-                            f"{start} + {ev.length}; steerplug cannot place this forward's tokens")
-
-
 def _valid_columns(ev: Evidence, call: _Call, k: int, start: int) -> Source | None:
     if not call.input.padded:
         return None
     if ev.mask is not None:  # the engine's own mask is the authority on padding
         return Deferred(st.valid_columns, ev.mask, start, ev.length)
     return Deferred(st.valid_columns, _input_mask(call, k, ev.device), start, ev.length)
-
-
-def _first(given: Source | None, fallback: Source | None) -> Source:
-    """The strongest evidence available (tensors are never tested for truth: that would synchronise)."""
-    chosen = given if given is not None else fallback
-    assert chosen is not None
-    return chosen
 
 
 def _boundary(given: CallInput, end: Source) -> Source | None:
