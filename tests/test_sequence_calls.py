@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 import transformers
+from transformers import AutoModelForCausalLM
 
 import steerplug
 from steerplug.doctor.reference import HandHook
@@ -142,6 +143,23 @@ def test_accelerate_offload(offload: str, tmp_path: Any) -> None:
     assert _layer(offloaded).mlp.down_proj.weight.device.type == "meta"
     with steerplug.steer(offloaded, document):
         steered = generate(offloaded, PROMPTS, MASK)
+    assert same(steered, expected)
+
+
+def test_device_map_with_disk_offload_from_pretrained(tmp_path: Any) -> None:
+    pytest.importorskip("accelerate")
+    model = tiny("llama")
+    document = recipe(item(vector_for(model), "last_prompt"))
+    with steerplug.steer(model, document):
+        expected = generate(model, PROMPTS, MASK)
+    model.save_pretrained(tmp_path / "model")
+    placement = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",
+                 "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "model", device_map=placement,
+                                                  offload_folder=str(tmp_path / "offload"))
+    assert _layer(loaded).mlp.down_proj.weight.device.type == "meta"  # steered layer 1 lives on disk
+    with steerplug.steer(loaded, document):
+        steered = generate(loaded, PROMPTS, MASK)
     assert same(steered, expected)
 
 
