@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import steerplug
+from steerplug.doctor.reference import POSITION_KINDS
 from tests.helpers.models import recipe, tiny
 
 Mask = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -60,15 +61,7 @@ def steered_generate(model: Any, item: dict[str, Any]) -> torch.Tensor:
                               do_sample=False, pad_token_id=0, eos_token_id=None)
 
 
-CASES: dict[str, tuple[Any, Mask]] = {
-    "all": ("all", lambda p, n: torch.ones_like(p, dtype=torch.bool)),
-    "prompt": ("prompt", lambda p, n: p < n),
-    "generated": ("generated", lambda p, n: p >= n),
-    "last_prompt": ("last_prompt", lambda p, n: p == n - 1),
-    "range": ({"from": 1, "to": -1}, lambda p, n: (p >= 1) & (p < n - 1)),
-    "absolute_range": ({"from": 2, "to": 7}, lambda p, n: (p >= 2) & (p < 7)),
-    "union": (["last_prompt", "generated"], lambda p, n: p >= n - 1),
-}
+CASES: dict[str, tuple[Any, Mask]] = POSITION_KINDS
 
 
 def _vector(model: Any, scale: float = 6.0) -> torch.Tensor:
