@@ -86,7 +86,7 @@ def pyvene(model: Any, v: torch.Tensor, layers: list[int]) -> Peer:
     return Peer(setup, run, model)
 
 
-def nnsight(model: Any, v: torch.Tensor, layers: list[int]) -> Peer:
+def nnsight(model: Any, v: torch.Tensor, layers: list[int], in_place: bool = False) -> Peer:
     from nnsight import TransformersModel
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
@@ -106,7 +106,10 @@ def nnsight(model: Any, v: torch.Tensor, layers: list[int]) -> Peer:
         with lm.generate(dict(inputs), max_new_tokens=new, min_new_tokens=new, **_OPTIONS) as tracer:
             for _ in tracer.iter[:new]:
                 for layer in layers:
-                    lm.model.layers[layer].output = lm.model.layers[layer].output + v
+                    if in_place:  # the in-place edit nnsight's quick start shows (`.output[:] = 0`)
+                        lm.model.layers[layer].output[:] += v
+                    else:  # a replacement: the hand-written hook's `output + v`
+                        lm.model.layers[layer].output = lm.model.layers[layer].output + v
             out = tracer.result.save()
         return out
 
