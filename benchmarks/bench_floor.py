@@ -7,9 +7,10 @@ compiled graphs (counted with a backend that runs them eagerly).
 The model is a narrow 48-layer Llama (width 64): a decode step is dominated by per-layer dispatch and Python.
 Ops and syncs: one steered layer (the middle one), batch 1 (per-row: batch 2). Python time: every layer steered,
 ``(median decode forward - median unsteered decode forward) / 48``, over ``rounds x new`` decode forwards per
-variant, variants interleaved in a rotating order. Every variant's tokens must equal the hand-written hook's
+variant, variants interleaved in a rotating order; each whole ``generate`` call is timed too (a peer's per-step
+work outside the model's forward shows only there). Every variant's tokens must equal the hand-written hook's
 (and differ from unsteered) before anything is counted or timed; a peer that cannot run, or differs, is a row
-saying so.
+saying so. ``--peers`` picks the peers (all by default).
 """
 
 from __future__ import annotations
@@ -123,6 +124,8 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=50)
     parser.add_argument("--prompt", type=int, default=16)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS), metavar="PEER",
+                        help=f"peers to count and time (default: all of {', '.join(PEERS)}); none: --peers")
     args = parser.parse_args()
     torch.set_num_threads(1)
     model = common.make_model("narrow-48")
@@ -172,25 +175,27 @@ def main() -> None:
     count("hand hook: 10 mixed + 1 probe", mixed_hand, plain, two, mixed_hand)
     count("steerplug: 10 mixed + 1 probe", steer_setup(model, workloads.ten_mixed_and_probe(model)), plain, two,
           mixed_hand)
-    for name, make in PEERS.items():
+    peers = {name: PEERS[name] for name in args.peers}
+    for name, make in peers.items():
         results["versions"][name] = version(name)
         try:
-            setup, run = make(model, vector(model), middle)
+            setup, run, _ = make(model, vector(model), middle)
             count(f"{name}: 1 add", setup, run, one, hand1)
         except Exception as exc:  # a peer failing is a result to report
             results["ops"][f"{name}: 1 add"] = f"cannot run: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
 
     # Python time per steered layer: every layer steered, decode forwards timed, variants interleaved.
-    variants: dict[str, tuple[Setup | None, Generate]] = {
-        "unsteered": (None, plain), "hand hook": (hand_setup(model, layers), plain),
-        "steerplug": (steer_setup(model, add_recipe(model, layers)), plain)}
+    # name -> (setup, generate, the module generate runs through: what ForwardTimer times)
+    variants: dict[str, tuple[Setup | None, Generate, torch.nn.Module]] = {
+        "unsteered": (None, plain, model), "hand hook": (hand_setup(model, layers), plain, model),
+        "steerplug": (steer_setup(model, add_recipe(model, layers)), plain, model)}
     hand_all = hand_setup(model, layers)
     expected = tokens(hand_all, plain, one, 8)
-    for name, make in PEERS.items():
+    for name, make in peers.items():
         try:
-            setup, run = make(model, vector(model), layers)
+            setup, run, module = make(model, vector(model), layers)
             if torch.equal(tokens(setup, run, one, 8), expected):
-                variants[name] = (setup, run)
+                variants[name] = (setup, run, module)
             else:
                 results["time"][name] = "output differs from the hand-written hook: not timed"
         except Exception as exc:
@@ -198,28 +203,37 @@ def main() -> None:
     if not torch.equal(tokens(variants["steerplug"][0], plain, one, 8), expected):
         raise SystemExit("steerplug differs from the hand-written hook on 48 layers: refusing to time it")
     times: dict[str, list[int]] = {name: [] for name in variants}
+    calls: dict[str, list[int]] = {name: [] for name in variants}  # thread CPU time of each whole run()
     names = list(variants)
     for round_ in range(args.rounds + 1):
         order = names[round_ % len(names):] + names[:round_ % len(names)]
         for name in order:
-            setup, run = variants[name]
+            setup, run, module = variants[name]
             teardown = setup() if setup is not None else None
             try:
-                with ForwardTimer(model) as timer:
+                with ForwardTimer(module) as timer:
+                    start = time.thread_time_ns()
                     run(one, args.new)
+                    call = time.thread_time_ns() - start
             finally:
                 if teardown is not None:
                     teardown()
             if round_:  # round 0 warms up
                 times[name].extend(timer.times)
+                calls[name].append(call)
     base = statistics.median(times["unsteered"])
+    base_call = statistics.median(calls["unsteered"])
     for name, values in times.items():
         if not values:
             results["time"][name] = "no decode forward went through model.__call__: not timed"
             continue
         median = statistics.median(values)
+        median_call = statistics.median(calls[name])
+        # whole generate() calls too: a peer's per-step work outside the model's forward shows only there
         results["time"][name] = {"forwards": len(values), "median_forward_us": median / 1000,
-                                 "us_per_steered_layer": (median - base) / 1000 / len(layers)}
+                                 "us_per_steered_layer": (median - base) / 1000 / len(layers),
+                                 "calls": len(calls[name]), "median_call_us": median_call / 1000,
+                                 "call_us_per_token_over_unsteered": (median_call - base_call) / 1000 / args.new}
     print(json.dumps(results, indent=1))
     if args.json:
         with open(args.json, "w") as file:

@@ -12,6 +12,7 @@ printed as its row.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.metadata
 import json
 from collections.abc import Callable
@@ -68,25 +69,25 @@ def repeng_peer(model: Any, v: torch.Tensor, inputs: Any, new: int) -> tuple[Set
 
 
 def nnsight_peer(model: Any, v: torch.Tensor, inputs: Any, new: int) -> tuple[Setup, Runner]:
-    from nnsight import LanguageModel
+    from nnsight import TransformersModel
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
     vocab = {f"t{i}": i for i in range(model.config.vocab_size)}  # a local stand-in: nnsight insists on one
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="t0")),
                                         pad_token="t0")
-    lm = LanguageModel(model, tokenizer=tokenizer)
+    # nnsight replaces the forward of every module of the model it wraps, for good: it gets its own copy
+    lm = TransformersModel(copy.deepcopy(model), task="text-generation", tokenizer=tokenizer)
     layer = workloads.middle_layer(model)
 
     def run() -> torch.Tensor:
-        holder: dict[str, Any] = {}
+        # a bounded step loop: a line after an open `tracer.all()` loop never runs (see peers_all.nnsight)
         with lm.generate(dict(inputs), max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0,
                          eos_token_id=None) as tracer:
-            with tracer.all():
-                lm.model.layers[layer].output[:] += v
-            holder["out"] = lm.generator.output.save()
-        out = holder["out"]
-        return getattr(out, "value", out)
+            for _ in tracer.iter[:new]:
+                lm.model.layers[layer].output = lm.model.layers[layer].output + v
+            out = tracer.result.save()
+        return out
 
     return (lambda: (lambda: None)), run
 
