@@ -58,6 +58,16 @@ def test_strength_scales_every_intervention_or_those_named(extraction) -> None:
     assert hook_count(model) == 0
 
 
+def test_strength_factor_beyond_the_dtype_or_the_edit_budget_is_refused(extraction) -> None:
+    model = tiny_llama(3)
+    with pytest.raises(SteerplugError, match=r"strength of 'happy' must be a finite float32 number, got 2e\+39"):
+        steerplug.steer(model, extraction, strength=1e39)  # declared 2 x 1e39 overflows float32
+    with pytest.raises(RecipeError, match=r"/interventions/0: with the other interventions on this model, 'happy' "
+                                          r"lets edits take an activation of size 1 to"):
+        steerplug.steer(model, extraction, strength=1e30)
+    assert hook_count(model) == 0 and steerplug.attached(model) == []
+
+
 def _plain(model: torch.nn.Module) -> torch.Tensor:
     assert hook_count(model) > 0
     handles = steerplug.attached(model)

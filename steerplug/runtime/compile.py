@@ -14,7 +14,7 @@ from steerplug.moe import output_finisher
 from steerplug.ops.base import OpTarget
 from steerplug.recipe.numeric import unrepresentable
 from steerplug.runtime.binding import binding_problems, resolve_layers
-from steerplug.runtime.budget import composition_problem, record_terms
+from steerplug.runtime.budget import record_terms
 from steerplug.runtime.masks import Activation
 from steerplug.runtime.runner import CompiledEntry
 from steerplug.runtime.sequence import SequenceTracker
@@ -53,7 +53,9 @@ def placement(module: torch.nn.Module, model: torch.nn.Module) -> tuple[torch.de
 
 def compile_recipes(model: torch.nn.Module, recipes: Sequence[Recipe], adapter: SiteAdapter,
                     plugins: Plugins, owner: object, tracker: SequenceTracker) -> Placed:
-    """Compile every intervention of every recipe; raise one RecipeError listing all problems."""
+    """Compile every intervention of every recipe; raise one RecipeError listing all problems. The edit budget
+    of the composition is checked by the caller, once the strengths are final
+    (:func:`steerplug.runtime.budget.composition_problem`)."""
     placed: Placed = []
     problems: list[Problem] = []
     for recipe in recipes:
@@ -68,9 +70,6 @@ def compile_recipes(model: torch.nn.Module, recipes: Sequence[Recipe], adapter: 
                 problems.extend(exc.problems)
     if problems:
         raise RecipeError(problems)
-    too_far = composition_problem(model, [entry for _, entry in placed])
-    if too_far is not None:
-        raise RecipeError([too_far])
     return placed
 
 

@@ -11,13 +11,14 @@ from typing import Any, Union
 
 import torch
 
-from steerplug.errors import SteerplugError, did_you_mean
+from steerplug.errors import RecipeError, SteerplugError, did_you_mean
 from steerplug.plugins import Plugins, get_plugins
 from steerplug.probes.attach import attach_readings
 from steerplug.recipe.data import RecipeData
 from steerplug.recipe.load import load_recipe
+from steerplug.runtime.budget import composition_problem
 from steerplug.runtime.compile import compile_recipes
-from steerplug.runtime.handle import Handle, attached, register_handle
+from steerplug.runtime.handle import Handle, attached, check_strength, register_handle
 from steerplug.runtime.host import Host
 from steerplug.runtime.rows import RowsHandle, attach_row_slots
 from steerplug.runtime.runner import CompiledEntry
@@ -100,6 +101,9 @@ def steer(model: torch.nn.Module, recipes: RecipeRef | Sequence[RecipeRef], *,
         handle.entries = [entry for _, entry in placed]
         if strength is not None:
             scale_strengths(handle.entries, loaded, strength)
+        too_far = composition_problem(model, handle.entries)
+        if too_far is not None:
+            raise RecipeError([too_far])
         handle.readings = attach_readings(model, loaded, adapter, plugins, host, handle, placed)
         host.add(placed)
         plugins.hook.steerplug_after_attach(handle=handle)
@@ -156,12 +160,17 @@ def scale_strengths(entries: Sequence[CompiledEntry], recipes: Sequence[RecipeDa
         if unknown:
             hint = did_you_mean(unknown[0], known)
             raise SteerplugError(f"strength: no intervention '{unknown[0]}'" + (f" ({hint})" if hint else ""))
+    scaled: list[tuple[CompiledEntry, float, float | None]] = []
     for entry in entries:
         factor = _factor(strength, entry)
-        key = (entry.recipe, entry.intervention)
-        if factor is not None and key in declared:
-            entry.strength.fill_(declared[key] * factor)  # from the declared value: no double rounding
-        elif factor is not None:
+        if factor is not None:
+            base = declared.get((entry.recipe, entry.intervention))
+            check_strength(entry, (float(entry.strength) if base is None else base) * factor, entry.intervention)
+            scaled.append((entry, factor, base))
+    for entry, factor, base in scaled:  # all checked first: a refused factor changes nothing
+        if base is not None:
+            entry.strength.fill_(base * factor)  # from the declared value: no double rounding
+        else:
             entry.strength.mul_(factor)
 
 
