@@ -77,7 +77,7 @@ class TransformersEngine:
         self.tracker.on_forward(evidence)
 
     def _post_hook(self, module: torch.nn.Module, args: Any, kwargs: Any, output: Any) -> None:
-        cache = _output_cache(output)
+        cache = returned_cache(output)
         self.tracker.finish_forward(_identity(cache))
 
     def _wrap_generate(self) -> None:
@@ -235,10 +235,6 @@ def cache_argument(model: torch.nn.Module) -> str:
 
 def returned_cache(output: Any) -> Any:
     """The cache a forward or ``generate(..., return_dict_in_generate=True)`` returned, under any name."""
-    return _output_cache(output)
-
-
-def _output_cache(output: Any) -> Any:
     if isinstance(output, tuple) or not dataclasses.is_dataclass(output):
         return None
     fields = {field.name for field in dataclasses.fields(output)}

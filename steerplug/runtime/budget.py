@@ -20,6 +20,8 @@ EDIT_TERMS: weakref.WeakKeyDictionary[CompiledEntry, EditTerms] = weakref.WeakKe
 """Per compiled entry, the terms its strength multiplies (from :meth:`OpTarget.check_scaled`)."""
 _ENTRY_SOURCES: weakref.WeakKeyDictionary[CompiledEntry, str] = weakref.WeakKeyDictionary()
 _ENTRY_POINTERS: weakref.WeakKeyDictionary[CompiledEntry, str] = weakref.WeakKeyDictionary()
+
+
 def record_terms(entry: CompiledEntry, terms: EditTerms, source: str, pointer: str) -> None:
     """Remember what ``entry`` can do per unit of strength, and where its intervention is written."""
     EDIT_TERMS[entry] = terms

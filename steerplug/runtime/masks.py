@@ -140,13 +140,6 @@ class Activation:
         for name, value in facts.items():
             object.__setattr__(self, name, value)
 
-    def mask_or_none(self, ctx: ForwardContext, device: torch.device) -> torch.Tensor | None:
-        """:meth:`mask` on ``device``, or None when it is provably all True from host-known facts
-        (everywhere, and no padding possible): the hot path then skips masking altogether."""
-        if self.everywhere:
-            return ctx.cached(_VALID_KEY, device, _valid) if ctx.padded else None
-        return ctx.cached(self.mask_key, device, self.mask)
-
     def select(self, ctx: ForwardContext, device: torch.device) -> Selection:
         """Which tokens of this forward the intervention edits, deciding on the host whatever the host knows:
         :data:`EVERY` (no mask needed), :data:`NOTHING` (skip the edit), else the :meth:`mask` on ``device``.

@@ -15,7 +15,7 @@ that row in place when they run, never per forward.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -27,9 +27,6 @@ from steerplug.runtime.host import Host
 from steerplug.runtime.masks import Activation
 from steerplug.runtime.runner import CompiledEntry, SiteRunner
 from steerplug.runtime.setting import Setting
-
-if TYPE_CHECKING:
-    pass
 
 RowAssignment = Mapping[int, int | None] | Sequence[int | None]
 """Slot index per input row: ``{row: slot}`` or a list (``None``/``-1``: the row is not steered); the beams and
@@ -148,8 +145,9 @@ def attach_row_slots(model: torch.nn.Module, handles: Sequence[Handle], assignme
     for slot, handle in enumerate(handles):
         for entry in handle.entries:
             entry.gates.append(table.gate(slot))
-    rows_handle = RowsHandle(model, handles, table, Host.for_model(model))
-    _fuse_additions(Host.for_model(model), handles, table, owner=rows_handle)
+    host = Host.for_model(model)
+    rows_handle = RowsHandle(model, handles, table, host)
+    _fuse_additions(host, handles, table, owner=rows_handle)
     return rows_handle
 
 
