@@ -18,6 +18,7 @@ from typing import Any, Union
 import torch
 
 from steerplug.errors import SequenceError
+from steerplug.runtime.sequence_tensors import arange_rows
 
 
 class Deferred:
@@ -186,12 +187,8 @@ def plain_context(x: torch.Tensor) -> ForwardContext:
     """The context of a module run on its own, outside any forward of the steered model: every token
     valid, positions from 0, and no prompt boundary (position kinds that need one raise)."""
     batch, length = (int(x.shape[0]), int(x.shape[1])) if x.dim() >= 3 else (1, int(x.shape[0]))
-    positions = Deferred(_arange_rows, batch, length, x.device)
+    positions = Deferred(arange_rows, batch, length, x.device)
     return ForwardContext(positions=positions, batch=batch, length=length, device=x.device,
                           missing_boundary="a steered module ran outside a forward of the model the recipe "
                           "is attached to, so the prompt boundary is unknown (call the model itself, or "
                           "use positions: all)")
-
-
-def _arange_rows(batch: int, length: int, device: torch.device) -> torch.Tensor:
-    return torch.arange(length, device=device).expand(batch, length)

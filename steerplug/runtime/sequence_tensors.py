@@ -16,15 +16,15 @@ def prompt_end_rows(mask: torch.Tensor | None, batch: int, length: int, k: int, 
                     ) -> torch.Tensor:
     """``[batch·k, 1]``: real tokens of each input row (its prompt end), per batch row."""
     if mask is None:
-        return torch.full((batch * k, 1), length, dtype=torch.long, device=device)
-    return expand_rows(mask.to(torch.long).sum(-1, keepdim=True), k, device)
+        return full_end(batch * k, length, device)
+    return expand_rows(mask_end(mask), k, device)
 
 
 def input_positions(mask: torch.Tensor | None, batch: int, length: int, k: int, device: torch.device
                     ) -> torch.Tensor:
     """``[batch·k, length]``: absolute position of every input column (padding gets its neighbour's)."""
     if mask is None:
-        return torch.arange(length, device=device).expand(batch * k, length)
+        return arange_rows(batch * k, length, device)
     return expand_rows(from_mask(mask), k, device)
 
 
