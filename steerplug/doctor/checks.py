@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from steerplug.doctor.reference import POSITION_KINDS, HandHook, Weight, Where
+from steerplug.doctor.reference import POSITION_KINDS, HandHook, Where
 from steerplug.engines.transformers import cache_argument, returned_cache
 from steerplug.errors import SteerplugError
 
@@ -171,5 +171,5 @@ def _hand(model: torch.nn.Module, mode: Mode, kind: str, mask: torch.Tensor, cac
 
 def _linear_decay(step: torch.Tensor) -> torch.Tensor:
     start, stop = int(SCHEDULE["start"]), int(SCHEDULE["stop"])
-    weight: Weight = lambda s: 1.0 - (s - start).clamp_min(0).float() / (stop - start)  # noqa: E731
-    return weight(step).where(step >= 0, torch.ones((), dtype=torch.float32))
+    weight = 1.0 - (step - start).clamp_min(0).float() / (stop - start)
+    return weight.where(step >= 0, torch.ones((), dtype=torch.float32))
