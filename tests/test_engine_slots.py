@@ -224,3 +224,15 @@ def test_placement_problems_are_located() -> None:
     with pytest.raises(RecipeError):
         compile_points([(2, load_recipe(far))], [torch.nn.Linear(H, H)] * 3, INFO, torch.device("cpu"),
                        torch.float32, get_plugins())
+
+
+def test_numbers_beyond_the_dtype_are_located_problems() -> None:
+    """As on Transformers: a strength that is infinite in the model's dtype, or one that scales the vector past
+    the edit budget, is refused at start, never compiled into an edit that writes inf."""
+    layers = [torch.nn.Linear(H, H) for _ in range(INFO.num_layers)]
+    for strength, field in ((1e39, "strength"), (3e4, "vector")):
+        item = {"id": "a", "op": "add", "site": "resid_post", "layers": 0, "vector": [10.0] * H, "strength": strength}
+        with pytest.raises(RecipeError) as caught:
+            compile_points([(1, load_recipe(recipe(item)))], layers, INFO, torch.device("cpu"), torch.float16,
+                           get_plugins())
+        assert [p.pointer for p in caught.value.problems] == [f"/interventions/0/{field}"]

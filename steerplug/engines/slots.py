@@ -27,6 +27,7 @@ import torch
 
 from steerplug.errors import Problem, RecipeError, json_pointer
 from steerplug.ops.base import Edit, OpTarget
+from steerplug.recipe.numeric import unrepresentable
 from steerplug.runtime.binding import binding_problems, resolve_layers
 from steerplug.runtime.context import ForwardContext
 from steerplug.runtime.masks import Activation, schedule_weight
@@ -117,8 +118,13 @@ def _compile_one(slot: int, recipe: Recipe, index: int, item: object, layer: int
     def resolve(spec: object, field: str, rows: bool = False) -> torch.Tensor:
         return resolve_vector(spec, field, recipe, target, plugins, rows)
 
+    pointer = json_pointer(["interventions", index])
+    out_of_range = unrepresentable(item, dtype, recipe.source, pointer)
+    if out_of_range:
+        raise RecipeError(out_of_range)
     target = OpTarget(binding=binding, model=module, info=info, device=device, dtype=dtype, resolve_vector=resolve,
-                      source=recipe.source, pointer=json_pointer(["interventions", index]), recipe=recipe)
+                      source=recipe.source, pointer=pointer, recipe=recipe,
+                      strength=item.strength)  # type: ignore[attr-defined]
     edit = plugins.operations[item.op].compile(item, target)  # type: ignore[attr-defined]
     return SlotEntry(slot=slot, label=f"{recipe.name}/{item.id} at {binding.label}",  # type: ignore[attr-defined]
                      edit=edit, activation=Activation(item.positions, item.schedule),  # type: ignore[attr-defined]
