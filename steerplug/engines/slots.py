@@ -132,7 +132,8 @@ def _compile_one(slot: int, recipe: Recipe, index: int, item: object, layer: int
 
 
 def steer_tokens(x: torch.Tensor, positions: torch.Tensor, entries: Sequence[SlotEntry], slot: torch.Tensor,
-                 prompt_end: torch.Tensor, gain: torch.Tensor, active: Collection[int] | None = None) -> torch.Tensor:
+                 prompt_end: torch.Tensor, gain: torch.Tensor, active: Collection[int] | None = None,
+                 contexts: dict[int, ForwardContext] | None = None) -> torch.Tensor:
     """Apply ``entries`` to the stream ``x`` ``[N, hidden]``, each token only its own slot's edits.
 
     ``positions`` ``[N]`` are the tokens' absolute positions; ``slot``, ``prompt_end`` and ``gain`` are the
@@ -140,11 +141,13 @@ def steer_tokens(x: torch.Tensor, positions: torch.Tensor, entries: Sequence[Slo
     runtime's (:mod:`steerplug.runtime.masks`) on a flat :class:`ForwardContext` whose valid tokens are the
     slot's own. Pure tensor code: no host sync. ``active``: the slots that hold tokens in this forward, when
     known on the host (entries of other slots would select nothing and are skipped); None runs every entry,
-    as a captured graph must, since it replays whatever batch comes.
+    as a captured graph must, since it replays whatever batch comes. ``contexts``: the per-slot contexts of
+    this forward so far (:meth:`TokenFeed.contexts`), filled here, so the masks and weights other stream
+    points built are reused; None builds them for this call alone.
     """
     n = int(x.shape[0])
     slot, prompt_end, gain = slot[:n], prompt_end[:n], gain[:n]
-    contexts: dict[int, ForwardContext] = {}
+    contexts = {} if contexts is None else contexts
     for entry in entries:
         if active is not None and entry.slot not in active:
             continue
@@ -186,9 +189,22 @@ class TokenFeed:
         self._written = 0  # tokens holding a non-zero slot since the last write
         self.active: frozenset[int] = frozenset()
         """The slots present in the last write (host-known; read by the edits that run on the host)."""
+        self._forward: tuple[torch.Tensor | None, dict[int, ForwardContext]] = (None, {})
+
+    def contexts(self, positions: torch.Tensor) -> dict[int, ForwardContext]:
+        """The per-slot contexts of the running forward, for :func:`steer_tokens` at every stream point, so a
+        slot's masks and weights are built once per forward, not once per point. A forward is known by its
+        ``positions`` tensor (the one every decoder layer receives) since the last :meth:`write`; only for
+        edits that run on the host (a captured graph must build its own, for every batch it replays)."""
+        held, contexts = self._forward
+        if held is not positions:
+            contexts = {}
+            self._forward = (positions, contexts)
+        return contexts
 
     def write(self, slots: np.ndarray, prompt_ends: np.ndarray, gains: np.ndarray, tokens: np.ndarray) -> None:
         """Per-request values (batch order) expanded to the tokens of this forward (``tokens[i]`` each)."""
+        self._forward = (None, {})
         n = int(tokens.sum())
         if n > self.capacity:
             raise RuntimeError(f"steerplug: {n} tokens in one forward, buffers hold {self.capacity}")
