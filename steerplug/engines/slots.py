@@ -159,15 +159,15 @@ def steer_tokens(x: torch.Tensor, positions: torch.Tensor, entries: Sequence[Slo
         mask = ctx.valid if activation.everywhere else ctx.cached(activation.mask_key, x.device, activation.mask)
         alpha = entry.strength * gain
         if activation.decays:
-            weight = ctx.cached(("weight", activation.key), x.device, functools.partial(_weight, activation))
-            alpha = alpha * weight.to(x.dtype)
+            alpha = alpha * ctx.cached(("weight", activation.key, x.dtype), x.device,
+                                       functools.partial(_weight, activation, x.dtype))
         x = torch.where(mask[:, None], entry.edit(x, alpha[:, None]), x)
     return x
 
 
-def _weight(activation: Activation, ctx: ForwardContext) -> torch.Tensor:
+def _weight(activation: Activation, dtype: torch.dtype, ctx: ForwardContext) -> torch.Tensor:
     assert activation.schedule is not None
-    return schedule_weight(activation.schedule, ctx)
+    return schedule_weight(activation.schedule, ctx).to(dtype)
 
 
 class TokenFeed:
