@@ -224,3 +224,35 @@ def test_placement_problems_are_located() -> None:
     with pytest.raises(RecipeError):
         compile_points([(2, load_recipe(far))], [torch.nn.Linear(H, H)] * 3, INFO, torch.device("cpu"),
                        torch.float32, get_plugins())
+
+
+def test_numbers_beyond_the_dtype_are_located_problems() -> None:
+    """As on Transformers: a strength that is infinite in the model's dtype, or one that scales the vector past
+    the edit budget, is refused at start, never compiled into an edit that writes inf."""
+    layers = [torch.nn.Linear(H, H) for _ in range(INFO.num_layers)]
+    for strength, field in ((1e39, "strength"), (3e4, "vector")):
+        item = {"id": "a", "op": "add", "site": "resid_post", "layers": 0, "vector": [10.0] * H, "strength": strength}
+        with pytest.raises(RecipeError) as caught:
+            compile_points([(1, load_recipe(recipe(item)))], layers, INFO, torch.device("cpu"), torch.float16,
+                           get_plugins())
+        assert [p.pointer for p in caught.value.problems] == [f"/interventions/0/{field}"]
+
+
+def test_stream_points_of_one_forward_share_the_slot_contexts() -> None:
+    """Masks and weights are built once per forward and slot, whatever the number of stream points; the same
+    edits as contexts built per point. A write, or another positions tensor, starts a new forward."""
+    points = _points()
+    feed = TokenFeed(32, torch.device("cpu"), torch.float32)
+    feed.write(np.array([1, 2, 0]), np.array([3, 5, 2]), np.array([1.0, 2.0, 1.0]), np.array([4, 3, 2]))
+    x = torch.randn(9, H, generator=torch.Generator().manual_seed(4))
+    positions = torch.tensor([0, 1, 2, 3, 3, 4, 5, 0, 1])
+    shared = feed.contexts(positions)
+    for entries in points.values():
+        alone = steer_tokens(x, positions, entries, feed.slot, feed.prompt_end, feed.gain, feed.active)
+        assert torch.equal(steer_tokens(x, positions, entries, feed.slot, feed.prompt_end, feed.gain, feed.active,
+                                        feed.contexts(positions)), alone)
+    assert feed.contexts(positions) is shared and set(shared) == {1, 2}
+    assert feed.contexts(positions.clone()) is not shared
+    again = feed.contexts(positions)
+    feed.write(np.array([1]), np.array([3]), np.array([1.0]), np.array([4]))
+    assert feed.contexts(positions) is not again and feed.contexts(positions) == {}

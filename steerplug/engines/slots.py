@@ -27,6 +27,7 @@ import torch
 
 from steerplug.errors import Problem, RecipeError, json_pointer
 from steerplug.ops.base import Edit, OpTarget
+from steerplug.recipe.numeric import unrepresentable
 from steerplug.runtime.binding import binding_problems, resolve_layers
 from steerplug.runtime.context import ForwardContext
 from steerplug.runtime.masks import Activation, schedule_weight
@@ -117,8 +118,13 @@ def _compile_one(slot: int, recipe: Recipe, index: int, item: object, layer: int
     def resolve(spec: object, field: str, rows: bool = False) -> torch.Tensor:
         return resolve_vector(spec, field, recipe, target, plugins, rows)
 
+    pointer = json_pointer(["interventions", index])
+    out_of_range = unrepresentable(item, dtype, recipe.source, pointer)
+    if out_of_range:
+        raise RecipeError(out_of_range)
     target = OpTarget(binding=binding, model=module, info=info, device=device, dtype=dtype, resolve_vector=resolve,
-                      source=recipe.source, pointer=json_pointer(["interventions", index]), recipe=recipe)
+                      source=recipe.source, pointer=pointer, recipe=recipe,
+                      strength=item.strength)  # type: ignore[attr-defined]
     edit = plugins.operations[item.op].compile(item, target)  # type: ignore[attr-defined]
     return SlotEntry(slot=slot, label=f"{recipe.name}/{item.id} at {binding.label}",  # type: ignore[attr-defined]
                      edit=edit, activation=Activation(item.positions, item.schedule),  # type: ignore[attr-defined]
@@ -126,7 +132,8 @@ def _compile_one(slot: int, recipe: Recipe, index: int, item: object, layer: int
 
 
 def steer_tokens(x: torch.Tensor, positions: torch.Tensor, entries: Sequence[SlotEntry], slot: torch.Tensor,
-                 prompt_end: torch.Tensor, gain: torch.Tensor, active: Collection[int] | None = None) -> torch.Tensor:
+                 prompt_end: torch.Tensor, gain: torch.Tensor, active: Collection[int] | None = None,
+                 contexts: dict[int, ForwardContext] | None = None) -> torch.Tensor:
     """Apply ``entries`` to the stream ``x`` ``[N, hidden]``, each token only its own slot's edits.
 
     ``positions`` ``[N]`` are the tokens' absolute positions; ``slot``, ``prompt_end`` and ``gain`` are the
@@ -134,11 +141,13 @@ def steer_tokens(x: torch.Tensor, positions: torch.Tensor, entries: Sequence[Slo
     runtime's (:mod:`steerplug.runtime.masks`) on a flat :class:`ForwardContext` whose valid tokens are the
     slot's own. Pure tensor code: no host sync. ``active``: the slots that hold tokens in this forward, when
     known on the host (entries of other slots would select nothing and are skipped); None runs every entry,
-    as a captured graph must, since it replays whatever batch comes.
+    as a captured graph must, since it replays whatever batch comes. ``contexts``: the per-slot contexts of
+    this forward so far (:meth:`TokenFeed.contexts`), filled here, so the masks and weights other stream
+    points built are reused; None builds them for this call alone.
     """
     n = int(x.shape[0])
     slot, prompt_end, gain = slot[:n], prompt_end[:n], gain[:n]
-    contexts: dict[int, ForwardContext] = {}
+    contexts = {} if contexts is None else contexts
     for entry in entries:
         if active is not None and entry.slot not in active:
             continue
@@ -150,15 +159,15 @@ def steer_tokens(x: torch.Tensor, positions: torch.Tensor, entries: Sequence[Slo
         mask = ctx.valid if activation.everywhere else ctx.cached(activation.mask_key, x.device, activation.mask)
         alpha = entry.strength * gain
         if activation.decays:
-            weight = ctx.cached(("weight", activation.key), x.device, functools.partial(_weight, activation))
-            alpha = alpha * weight.to(x.dtype)
+            alpha = alpha * ctx.cached(("weight", activation.key, x.dtype), x.device,
+                                       functools.partial(_weight, activation, x.dtype))
         x = torch.where(mask[:, None], entry.edit(x, alpha[:, None]), x)
     return x
 
 
-def _weight(activation: Activation, ctx: ForwardContext) -> torch.Tensor:
+def _weight(activation: Activation, dtype: torch.dtype, ctx: ForwardContext) -> torch.Tensor:
     assert activation.schedule is not None
-    return schedule_weight(activation.schedule, ctx)
+    return schedule_weight(activation.schedule, ctx).to(dtype)
 
 
 class TokenFeed:
@@ -180,9 +189,22 @@ class TokenFeed:
         self._written = 0  # tokens holding a non-zero slot since the last write
         self.active: frozenset[int] = frozenset()
         """The slots present in the last write (host-known; read by the edits that run on the host)."""
+        self._forward: tuple[torch.Tensor | None, dict[int, ForwardContext]] = (None, {})
+
+    def contexts(self, positions: torch.Tensor) -> dict[int, ForwardContext]:
+        """The per-slot contexts of the running forward, for :func:`steer_tokens` at every stream point, so a
+        slot's masks and weights are built once per forward, not once per point. A forward is known by its
+        ``positions`` tensor (the one every decoder layer receives) since the last :meth:`write`; only for
+        edits that run on the host (a captured graph must build its own, for every batch it replays)."""
+        held, contexts = self._forward
+        if held is not positions:
+            contexts = {}
+            self._forward = (positions, contexts)
+        return contexts
 
     def write(self, slots: np.ndarray, prompt_ends: np.ndarray, gains: np.ndarray, tokens: np.ndarray) -> None:
         """Per-request values (batch order) expanded to the tokens of this forward (``tokens[i]`` each)."""
+        self._forward = (None, {})
         n = int(tokens.sum())
         if n > self.capacity:
             raise RuntimeError(f"steerplug: {n} tokens in one forward, buffers hold {self.capacity}")

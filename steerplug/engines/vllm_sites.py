@@ -72,9 +72,13 @@ def stream_edit(stream: torch.Tensor, positions: torch.Tensor, slot: torch.Tenso
     graph capture nor vLLM's on-disk compile cache ever treats them as graph inputs or constants."""
     entries, feed = _POINTS[key]
     # Python here runs on every forward except CUDA-graph replays: outside a capture, skip the entries of
-    # slots absent from this step (host-known); a capture records them all, for any batch it will replay.
-    active = None if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing() else feed.active
-    edited = steer_tokens(stream, positions, entries, slot, prompt_end, gain, active)
+    # slots absent from this step (host-known) and reuse the masks earlier points of this forward built; a
+    # capture records them all, for any batch it will replay.
+    if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+        edited = steer_tokens(stream, positions, entries, slot, prompt_end, gain)
+    else:
+        edited = steer_tokens(stream, positions, entries, slot, prompt_end, gain, feed.active,
+                              feed.contexts(positions))
     return edited.clone() if edited is stream else edited
 
 
