@@ -118,7 +118,7 @@ def _steps(model: torch.nn.Module, recipe: Recipe, item: Any, pointer: str, inde
             binding = adapter.resolve(item.site, layer)
         except SiteError as exc:
             raise Cannot(exc.message, exc.hint) from None
-        target = make_target(binding, model, adapter, torch.device("cpu"), FOLD_DTYPE, recipe, plugins, pointer)
+        target = make_target(binding, model, adapter.info, torch.device("cpu"), FOLD_DTYPE, recipe, plugins, pointer)
         try:
             edit = operation.compile(item, target)
             amap = read_affine(edit, binding.width, item.strength)

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 
 from steerplug.errors import Problem, RecipeError, json_pointer
-from steerplug.ops.base import Edit, OpTarget
+from steerplug.ops.base import Edit
 from steerplug.recipe.numeric import unrepresentable
-from steerplug.runtime.binding import binding_problems, resolve_layers
+from steerplug.runtime.binding import binding_problems
+from steerplug.runtime.compile import intervention_layers, make_target
 from steerplug.runtime.context import ForwardContext
 from steerplug.runtime.masks import Activation, schedule_weight
-from steerplug.runtime.vectors import resolve_vector
 from steerplug.sites.base import ModelInfo, SiteBinding
 
 if TYPE_CHECKING:
@@ -101,12 +101,9 @@ def compile_points(recipes: Sequence[tuple[int, Recipe]], layers: Sequence[torch
 
 
 def _layers(item: object, info: ModelInfo, source: str, index: int) -> list[int]:
-    try:
-        return resolve_layers(item.layers, info.num_layers)  # type: ignore[attr-defined]
-    except ValueError as exc:
-        hint = exc.args[1] if len(exc.args) > 1 else None
-        raise RecipeError.single(source, json_pointer(["interventions", index, "layers"]), exc.args[0],
-                                 hint) from None
+    """The stream layers of an intervention (every site here is a layered residual site)."""
+    return [layer for layer in intervention_layers(item, info, source, json_pointer(["interventions", index]))
+            if layer is not None]
 
 
 def _compile_one(slot: int, recipe: Recipe, index: int, item: object, layer: int, module: torch.nn.Module,
@@ -115,16 +112,12 @@ def _compile_one(slot: int, recipe: Recipe, index: int, item: object, layer: int
     binding = SiteBinding(site=site, layer=layer, module=module, module_name=f"layers.{layer}",
                           point="input" if site == "resid_pre" else "output", width=info.hidden_size)
 
-    def resolve(spec: object, field: str, rows: bool = False) -> torch.Tensor:
-        return resolve_vector(spec, field, recipe, target, plugins, rows)
-
     pointer = json_pointer(["interventions", index])
     out_of_range = unrepresentable(item, dtype, recipe.source, pointer)
     if out_of_range:
         raise RecipeError(out_of_range)
-    target = OpTarget(binding=binding, model=module, info=info, device=device, dtype=dtype, resolve_vector=resolve,
-                      source=recipe.source, pointer=pointer, recipe=recipe,
-                      strength=item.strength)  # type: ignore[attr-defined]
+    target = make_target(binding, module, info, device, dtype, recipe, plugins, pointer,
+                         strength=item.strength)  # type: ignore[attr-defined]
     edit = plugins.operations[item.op].compile(item, target)  # type: ignore[attr-defined]
     return SlotEntry(slot=slot, label=f"{recipe.name}/{item.id} at {binding.label}",  # type: ignore[attr-defined]
                      edit=edit, activation=Activation(item.positions, item.schedule),  # type: ignore[attr-defined]

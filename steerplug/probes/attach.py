@@ -85,7 +85,7 @@ def _target(model: torch.nn.Module, recipe: Recipe, binding: Any, adapter: SiteA
     from steerplug.runtime.compile import make_target, placement
 
     device, _ = placement(binding.module, model)
-    return make_target(binding, model, adapter, device, torch.float32, recipe, plugins, pointer)
+    return make_target(binding, model, adapter.info, device, torch.float32, recipe, plugins, pointer)
 
 
 def _add_gates(recipe: Recipe, readers: dict[str, ProbeReader], placed: Placed) -> None:

@@ -20,7 +20,7 @@ from steerplug.runtime.runner import CompiledEntry
 from steerplug.runtime.sequence import SequenceTracker
 from steerplug.runtime.setting import Setting
 from steerplug.runtime.vectors import resolve_vector
-from steerplug.sites.base import UNLAYERED_SITES, SiteAdapter, SiteBinding
+from steerplug.sites.base import UNLAYERED_SITES, ModelInfo, SiteAdapter, SiteBinding
 
 if TYPE_CHECKING:
     from steerplug.plugins import Plugins
@@ -81,13 +81,13 @@ def _compile_item(model: torch.nn.Module, recipe: Recipe, index: int, item: Any,
         raise RecipeError.single(recipe.source, f"{pointer}/op", f"operation '{item.op}' is not installed")
     activation = Activation(item.positions, item.schedule)
     placed: Placed = []
-    for layer in _layers(item, adapter, recipe.source, pointer):
+    for layer in intervention_layers(item, adapter.info, recipe.source, pointer):
         binding = _bind(adapter, item.site, layer, recipe.source, pointer)
         device, dtype = placement(binding.module, model)
         out_of_range = unrepresentable(item, dtype, recipe.source, pointer)
         if out_of_range:
             raise RecipeError(out_of_range)
-        target = make_target(binding, model, adapter, device, dtype, recipe, plugins, pointer, tracker,
+        target = make_target(binding, model, adapter.info, device, dtype, recipe, plugins, pointer, tracker,
                              strength=item.strength)
         edit = operation.compile(item, target)
         entry = CompiledEntry(
@@ -101,11 +101,13 @@ def _compile_item(model: torch.nn.Module, recipe: Recipe, index: int, item: Any,
     return placed
 
 
-def _layers(item: Any, adapter: SiteAdapter, source: str, pointer: str) -> list[int | None]:
+def intervention_layers(item: Any, info: ModelInfo, source: str, pointer: str) -> list[int | None]:
+    """The layers an intervention names, resolved against ``info`` (``[None]`` at an unlayered site); a
+    located :class:`RecipeError` for a layer out of range."""
     if item.site in UNLAYERED_SITES:
         return [None]
     try:
-        return list(resolve_layers(item.layers, adapter.info.num_layers))
+        return list(resolve_layers(item.layers, info.num_layers))
     except ValueError as exc:
         hint = exc.args[1] if len(exc.args) > 1 else None
         raise RecipeError.single(source, f"{pointer}/layers", exc.args[0], hint) from None
@@ -118,7 +120,7 @@ def _bind(adapter: SiteAdapter, site: str, layer: int | None, source: str, point
         raise RecipeError.single(source, f"{pointer}/site", exc.message, exc.hint) from None
 
 
-def make_target(binding: SiteBinding, model: torch.nn.Module, adapter: SiteAdapter, device: torch.device,
+def make_target(binding: SiteBinding, model: torch.nn.Module, info: ModelInfo, device: torch.device,
                 dtype: torch.dtype, recipe: Recipe, plugins: Plugins, pointer: str,
                 tracker: SequenceTracker | None = None, strength: float = 1.0) -> OpTarget:
     """The :class:`OpTarget` operations and probe kinds compile against (vectors resolved on ``device`` and
@@ -126,7 +128,7 @@ def make_target(binding: SiteBinding, model: torch.nn.Module, adapter: SiteAdapt
     def resolve(spec: Any, field: str, rows: bool = False) -> torch.Tensor:
         return resolve_vector(spec, field, recipe, target, plugins, rows)
 
-    target = OpTarget(binding=binding, model=model, info=adapter.info, device=device, dtype=dtype,
+    target = OpTarget(binding=binding, model=model, info=info, device=device, dtype=dtype,
                       resolve_vector=resolve, source=recipe.source, pointer=pointer, recipe=recipe,
                       context=tracker.context_for if tracker is not None else None, strength=strength)
     return target
