@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from steerplug.cli.command import Command
+from steerplug.cli.output import check_new_file
 from steerplug.errors import SteerplugError
 from steerplug.hookspecs import hookimpl
 
@@ -29,9 +30,7 @@ def _run_export(args: argparse.Namespace) -> int:
     from steerplug.export.gguf import write_control_vector
     from steerplug.recipe.load import load_recipe
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise SteerplugError(f"'{out}' exists (pass --overwrite to replace it)")
+    out = check_new_file(args.out, args.overwrite, "control vector")
     notes: list[str] = []
     vector = recipe_to_control_vector([load_recipe(r) for r in args.recipes], args.model_hint, notes)
     write_control_vector(out, vector)
