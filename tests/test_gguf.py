@@ -173,3 +173,6 @@ def test_import_keeps_a_repeng_direction_0_and_says_llama_cpp_rejects_it(
     layers = [item.layers for item in load_recipe(tmp_path / "b").spec.interventions]
     assert layers == [[0], [2]]
     assert main(["import", str(tmp_path / "repeng.gguf"), "--model", "demo", "--out", str(tmp_path / "b")]) != 0
+    assert main(["import", str(tmp_path / "repeng.gguf"), "--model", "no/such-model", "--out",
+                 str(tmp_path / "b")]) != 0
+    assert capsys.readouterr().err.count("is not empty") == 2  # refused before trying to load the model

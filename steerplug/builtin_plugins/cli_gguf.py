@@ -51,6 +51,7 @@ def _configure_import(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_import(args: argparse.Namespace) -> int:
+    from steerplug.bundle import check_bundle_target
     from steerplug.cli.models import load_causal_lm
     from steerplug.export.control_vector import control_vector_to_bundle
     from steerplug.export.gguf import read_control_vector
@@ -59,6 +60,7 @@ def _run_import(args: argparse.Namespace) -> int:
     from steerplug.sites.adapter import model_info
 
     vector = read_control_vector(args.file)
+    check_bundle_target(Path(args.out), args.overwrite)  # before loading the model
     model, _ = load_causal_lm(args.model)
     info = model_info(model)
     width = next(iter(vector.directions.values())).shape[0]
