@@ -182,6 +182,24 @@ def test_cli_bake_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert len(err) == 1 and "positions 'prompt'" in err[0] and err[0].endswith("apply at every position, always")
 
 
+def test_cli_bake_refuses_a_non_empty_out_before_loading_the_model(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import steerplug.cli.models
+
+    def no_loading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(steerplug.cli.models, "load_causal_lm", no_loading)
+    bundle = tmp_path / "r.yaml"
+    bundle.write_text("apiVersion: steerplug/v1\nkind: Recipe\nmetadata: {name: shift}\ninterventions:\n"
+                      f"  - {{id: a, op: add, site: resid_post, layers: [2], vector: {_vector(64, 9)}}}\n")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("x")
+    assert main(["bake", "--model", "demo", "--recipe", str(bundle), "--out", str(tmp_path / "out")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not an empty folder" in err[0]
+
+
 def _ops_recipe(width: int, head_dim: int) -> dict:
     basis = [_vector(width, 11), _vector(width, 12)]
     return recipe(

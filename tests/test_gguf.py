@@ -90,6 +90,18 @@ def test_export_refusals_are_one_line_each(tmp_path: Path, capsys: pytest.Captur
     assert not (tmp_path / "x.gguf").exists()
 
 
+def test_export_refuses_an_unwritable_out_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(_recipe()))
+    (tmp_path / "folder").mkdir()
+    for out, expected in ((tmp_path / "folder", "is a folder"), (tmp_path / "missing" / "x.gguf", "cannot write")):
+        assert main(["export", str(path), "--format", "gguf", "--out", str(out), "--overwrite"]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0]
+
+
 def test_reading_refuses_what_is_not_a_control_vector(tmp_path: Path) -> None:
     import gguf
 
@@ -161,3 +173,6 @@ def test_import_keeps_a_repeng_direction_0_and_says_llama_cpp_rejects_it(
     layers = [item.layers for item in load_recipe(tmp_path / "b").spec.interventions]
     assert layers == [[0], [2]]
     assert main(["import", str(tmp_path / "repeng.gguf"), "--model", "demo", "--out", str(tmp_path / "b")]) != 0
+    assert main(["import", str(tmp_path / "repeng.gguf"), "--model", "no/such-model", "--out",
+                 str(tmp_path / "b")]) != 0
+    assert capsys.readouterr().err.count("is not empty") == 2  # refused before trying to load the model

@@ -30,7 +30,7 @@ TOLERANCE = 1e-5
 """Largest accepted ``max |baked - hooked| / max(1, max |hooked|)`` over the probe logits of a float32 model.
 Lower precisions round the folded weights themselves: there the check accepts 4 units of the dtype's
 resolution (bfloat16: 0.03), which still catches a misplaced fold; bake in float32 and cast afterwards for
-the exact check (``steerplug bake`` loads models in float32)."""
+the exact check (``steerplug bake`` loads the checkpoint in its own dtype)."""
 PROBE_SHAPE = (2, 16)
 
 

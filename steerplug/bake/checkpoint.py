@@ -27,9 +27,7 @@ def save_baked(result: BakeResult, out: str | Path, *, tokenizer: Any = None, ba
     """Write ``result.model`` to the folder ``out`` with ``save_pretrained`` (safetensors), the tokenizer if
     given, and a model card; return the folder. ``base_model`` (a hub id) defaults to the model's
     ``name_or_path`` when that looks like a hub id."""
-    folder = Path(out)
-    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not overwrite)):
-        raise SteerplugError(f"'{folder}' exists and is not an empty folder (pass --overwrite to replace it)")
+    folder = check_checkpoint_target(out, overwrite)
     folder.mkdir(parents=True, exist_ok=True)
     model: Any = result.model
     family = family_of(model)
@@ -46,6 +44,15 @@ def save_baked(result: BakeResult, out: str | Path, *, tokenizer: Any = None, ba
         tokenizer.save_pretrained(folder)
     base = base_model or _hub_id(getattr(model, "name_or_path", "") or getattr(model.config, "_name_or_path", ""))
     (folder / CARD_FILE).write_text(render_card(result, base, tolerance_for(model)), encoding="utf-8")
+    return folder
+
+
+def check_checkpoint_target(out: str | Path, overwrite: bool) -> Path:
+    """``out`` as a folder :func:`save_baked` may write: refuse a file, or a non-empty folder without
+    ``overwrite`` (called first by ``steerplug bake``, before loading anything)."""
+    folder = Path(out)
+    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not overwrite)):
+        raise SteerplugError(f"'{folder}' exists and is not an empty folder (pass --overwrite to replace it)")
     return folder
 
 

@@ -30,10 +30,12 @@ def _run(args: argparse.Namespace) -> int:
 
     from steerplug.bake import bake, save_baked
     from steerplug.bake.api import compare_logits, model_logits, probe_ids, tolerance_for
+    from steerplug.bake.checkpoint import check_checkpoint_target
     from steerplug.cli.models import load_causal_lm
     from steerplug.recipe.load import load_recipe
 
     recipes = [load_recipe(r) for r in args.recipe]
+    check_checkpoint_target(args.out, args.overwrite)  # before loading the model
     model, tokenizer = load_causal_lm(args.model)
     base = args.base_model or (None if args.model in ("demo", "steerplug-demo") else args.model)
     result = bake(model, recipes)

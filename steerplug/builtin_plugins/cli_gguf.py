@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from steerplug.cli.command import Command
+from steerplug.cli.output import check_new_file
 from steerplug.errors import SteerplugError
 from steerplug.hookspecs import hookimpl
 
@@ -29,9 +30,7 @@ def _run_export(args: argparse.Namespace) -> int:
     from steerplug.export.gguf import write_control_vector
     from steerplug.recipe.load import load_recipe
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise SteerplugError(f"'{out}' exists (pass --overwrite to replace it)")
+    out = check_new_file(args.out, args.overwrite, "control vector")
     notes: list[str] = []
     vector = recipe_to_control_vector([load_recipe(r) for r in args.recipes], args.model_hint, notes)
     write_control_vector(out, vector)
@@ -52,6 +51,7 @@ def _configure_import(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_import(args: argparse.Namespace) -> int:
+    from steerplug.bundle import check_bundle_target
     from steerplug.cli.models import load_causal_lm
     from steerplug.export.control_vector import control_vector_to_bundle
     from steerplug.export.gguf import read_control_vector
@@ -60,6 +60,7 @@ def _run_import(args: argparse.Namespace) -> int:
     from steerplug.sites.adapter import model_info
 
     vector = read_control_vector(args.file)
+    check_bundle_target(Path(args.out), args.overwrite)  # before loading the model
     model, _ = load_causal_lm(args.model)
     info = model_info(model)
     width = next(iter(vector.directions.values())).shape[0]

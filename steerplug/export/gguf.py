@@ -57,10 +57,14 @@ def write_control_vector(path: str | Path, vector: ControlVectorFile) -> Path:
     for layer in sorted(vector.directions):
         data = vector.directions[layer].detach().to("cpu", torch.float32).contiguous().numpy()
         writer.add_tensor(f"direction.{layer}", data)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+    except OSError as exc:
+        raise SteerplugError(f"cannot write '{target}': {exc.strerror or exc}") from None
+    finally:
+        writer.close()
     return target
 
 

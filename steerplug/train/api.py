@@ -17,12 +17,9 @@ from steerplug.train.data import TrainingData
 from steerplug.train.encode import POSITIONS
 from steerplug.train.loop import Settings, Trainer
 from steerplug.train.losses import LossModel, Weights
-from steerplug.train.methods import METHODS, make_method
+from steerplug.train.methods import make_method, method_class
 from steerplug.train.result import Trained
 from steerplug.train.steering import bind, site_layers
-
-DEFAULT_LR = {"vector": 0.02, "affine": 0.01, "low-rank": 0.02}
-"""Adam learning rates (parameters are in units of each site's activation spread, so they carry over)."""
 
 
 def train(model: torch.nn.Module, tokenizer: Any, positive: Sequence[str] | TrainingData,
@@ -45,8 +42,9 @@ def train(model: torch.nn.Module, tokenizer: Any, positive: Sequence[str] | Trai
     """
     data = positive if isinstance(positive, TrainingData) else TrainingData.from_lists(
         list(positive), list(negative or []), list(neutral))
-    objective = objective or _default_objective(method)
-    _check(name, method, positions)
+    defaults = method_class(method)
+    _check(name, positions)
+    objective = objective or defaults.default_objective
     adapter = resolve_adapter(model)
     chosen = _layers(site, layers, method, adapter.info.num_layers)
     widths = {layer: bind(adapter, site, layer).width for layer in chosen}
@@ -56,7 +54,7 @@ def train(model: torch.nn.Module, tokenizer: Any, positive: Sequence[str] | Trai
                             sparsity=sparsity)
     weights = Weights(objective, beta=beta, kl_weight=kl_weight, anchor=anchor, pooling=pooling,
                       max_length=max_length)
-    settings = Settings(lr=lr if lr is not None else DEFAULT_LR[method], epochs=epochs, batch_size=batch_size,
+    settings = Settings(lr=lr if lr is not None else defaults.default_lr, epochs=epochs, batch_size=batch_size,
                         patience=patience, seed=seed)
     train_set, held_out = data.split(holdout, seed)
     loss = LossModel(model, tokenizer, adapter, trainable, weights)
@@ -85,17 +83,8 @@ def frozen(model: torch.nn.Module) -> Iterator[None]:
         model.train(training)
 
 
-def _default_objective(method: str) -> str:
-    defaults = {"vector": "preference", "affine": "distribution", "low-rank": "likelihood"}
-    if method not in defaults:
-        raise SteerplugError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
-    return defaults[method]
-
-
-def _check(name: str, method: str, positions: str) -> None:
+def _check(name: str, positions: str) -> None:
     check_concept_name(name)
-    if method not in METHODS:
-        raise SteerplugError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
     if positions not in POSITIONS:
         raise SteerplugError(f"unknown positions '{positions}' (choose from {', '.join(POSITIONS)})")
 

@@ -73,6 +73,11 @@ class TrainingData:
         """The prompt of positive example ``index``."""
         return self.prompts[index] if self.paired else self.prompts[0]
 
+    def rows(self, side: str) -> tuple[list[str], list[str]]:
+        """``(prompts, texts)`` of the ``positive`` or ``negative`` examples, each text after its prompt."""
+        texts = list(getattr(self, side))
+        return [self.prompt(i) for i in range(len(texts))], texts
+
     def pair(self, index: int) -> Pair:
         """Pair ``index`` (``0 <= index < size``)."""
         if self.paired:

@@ -61,8 +61,7 @@ def neutral_rows(data: TrainingData) -> tuple[list[str], list[str]]:
     neutral texts) the negative examples after their prompts."""
     if data.neutral:
         return [""] * len(data.neutral), list(data.neutral)
-    return [data.prompt(i) if data.paired else data.prompts[0] for i in range(len(data.negative))], list(
-        data.negative)
+    return data.rows("negative")
 
 
 class Trainer:
@@ -145,10 +144,8 @@ class Trainer:
         cached = self._reference.get(id(data))
         if cached is None:
             size = self.settings.batch_size
-            prompts = [data.prompt(i) for i in range(len(data.positive))]
-            negative_prompts = prompts if data.paired else [data.prompts[0]] * len(data.negative)
-            cached = (self.loss.reference_logprobs(prompts, data.positive, size),
-                      self.loss.reference_logprobs(negative_prompts, data.negative, size))
+            cached = (self.loss.reference_logprobs(*data.rows("positive"), size),
+                      self.loss.reference_logprobs(*data.rows("negative"), size))
             self._reference[id(data)] = cached
         return cached
 

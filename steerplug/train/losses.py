@@ -190,6 +190,5 @@ class LossModel:
 
 
 def _chunks(data: TrainingData, side: str, batch_size: int) -> list[tuple[list[str], list[str]]]:
-    texts = list(getattr(data, side))
-    prompts = [data.prompt(i) if data.paired else data.prompts[0] for i in range(len(texts))]
+    prompts, texts = data.rows(side)
     return [(prompts[s:s + batch_size], texts[s:s + batch_size]) for s in range(0, len(texts), batch_size)]

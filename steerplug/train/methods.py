@@ -29,8 +29,6 @@ from steerplug.errors import SteerplugError
 from steerplug.sites.base import SiteAdapter
 from steerplug.train.steering import CompiledEdit, compile_intervention
 
-METHODS = ("vector", "affine", "low-rank")
-
 
 @dataclass(frozen=True)
 class ActivationStats:
@@ -47,6 +45,8 @@ class Method(ABC):
 
     name: ClassVar[str]
     default_objective: ClassVar[str]
+    default_lr: ClassVar[float]
+    """Adam learning rate (parameters are in units of each site's activation spread, so it carries over)."""
     artifact: ClassVar[str]
 
     def __init__(self, concept: str, site: str, layers: list[int | None], positions: str,
@@ -124,6 +124,7 @@ class VectorMethod(Method):
 
     name = "vector"
     default_objective = "preference"
+    default_lr = 0.02
     artifact = "vectors"
 
     def _create(self, generator: torch.Generator) -> None:
@@ -149,6 +150,7 @@ class AffineMethod(Method):
 
     name = "affine"
     default_objective = "distribution"
+    default_lr = 0.01
     artifact = "maps"
 
     def __init__(self, *args: Any, sparsity: float = 0.0, **kwargs: Any):
@@ -217,6 +219,7 @@ class LowRankMethod(Method):
 
     name = "low-rank"
     default_objective = "likelihood"
+    default_lr = 0.02
     artifact = "subspaces"
 
     def __init__(self, *args: Any, rank: int = 1, **kwargs: Any):
@@ -291,14 +294,24 @@ def _with_values_gradient(compiled: CompiledEdit, delta: torch.Tensor, basis: to
     return edit
 
 
+_CLASSES: dict[str, type[Method]] = {cls.name: cls for cls in (VectorMethod, AffineMethod, LowRankMethod)}
+METHODS = tuple(_CLASSES)
+
+
+def method_class(name: str) -> type[Method]:
+    """The :class:`Method` subclass called ``name`` (``vector``, ``affine`` or ``low-rank``)."""
+    if name not in _CLASSES:
+        raise SteerplugError(f"unknown method '{name}' (choose from {', '.join(METHODS)})")
+    return _CLASSES[name]
+
+
 def make_method(name: str, concept: str, site: str, layers: list[int | None], positions: str,
                 widths: Mapping[int | None, int], device: torch.device, generator: torch.Generator, *,
                 rank: int = 1, sparsity: float = 0.0) -> Method:
     """The :class:`Method` called ``name`` (``vector``, ``affine`` or ``low-rank``)."""
-    if name == "vector":
-        return VectorMethod(concept, site, layers, positions, widths, device, generator)
-    if name == "affine":
+    cls = method_class(name)
+    if cls is AffineMethod:
         return AffineMethod(concept, site, layers, positions, widths, device, generator, sparsity=sparsity)
-    if name == "low-rank":
+    if cls is LowRankMethod:
         return LowRankMethod(concept, site, layers, positions, widths, device, generator, rank=rank)
-    raise SteerplugError(f"unknown method '{name}' (choose from {', '.join(METHODS)})")
+    return cls(concept, site, layers, positions, widths, device, generator)
