@@ -17,7 +17,7 @@ from steerplug.bake.affine import FOLD_DTYPE, AffineMap, NotAffine, read_affine
 from steerplug.bake.targets import Action, Cannot, TargetFinder
 from steerplug.errors import Problem, RecipeError, SiteError, json_pointer
 from steerplug.recipe.constancy import why_not_constant
-from steerplug.runtime.binding import binding_problems, resolve_layers
+from steerplug.runtime.binding import binding_problems, site_layers
 from steerplug.runtime.compile import make_target
 from steerplug.sites.base import UNLAYERED_SITES, SiteAdapter
 
@@ -133,12 +133,10 @@ def _steps(model: torch.nn.Module, recipe: Recipe, item: Any, pointer: str, inde
 
 
 def _layers(item: Any, adapter: SiteAdapter) -> list[int | None]:
-    if item.site in UNLAYERED_SITES:
-        return [None]
-    if item.layers is None:
+    if item.site not in UNLAYERED_SITES and item.layers is None:
         raise Cannot(f"site '{item.site}' needs layers")
     try:
-        return list(resolve_layers(item.layers, adapter.info.num_layers))
+        return site_layers(item.site, item.layers, adapter.info.num_layers)
     except ValueError as exc:
         raise Cannot(exc.args[0], exc.args[1] if len(exc.args) > 1 else None) from None
 

@@ -8,8 +8,8 @@ from typing import Any
 from steerplug.errors import RecipeError, SiteError, json_pointer
 from steerplug.monitors.accumulate import StatAccumulator
 from steerplug.probes.spec import MonitorSpec
-from steerplug.runtime.binding import resolve_layers
-from steerplug.sites.base import UNLAYERED_SITES, SiteAdapter, SiteBinding
+from steerplug.runtime.binding import site_layers
+from steerplug.sites.base import SiteAdapter, SiteBinding
 
 
 @dataclass(eq=False)
@@ -34,7 +34,7 @@ def monitor_bindings(spec: MonitorSpec, adapter: SiteAdapter, source: str, point
     bindings: list[SiteBinding] = []
     for site in spec.sites:
         try:
-            layers = [None] if site in UNLAYERED_SITES else list(resolve_layers(spec.layers, adapter.info.num_layers))
+            layers = site_layers(site, spec.layers, adapter.info.num_layers)
         except ValueError as exc:
             raise RecipeError.single(source, f"{pointer}/layers", exc.args[0]) from None
         for layer in layers:

@@ -6,9 +6,9 @@ from typing import Any
 
 from steerplug.errors import Problem
 from steerplug.recipe.spec import resolve_layers
-from steerplug.sites.base import ModelInfo
+from steerplug.sites.base import UNLAYERED_SITES, ModelInfo
 
-__all__ = ["binding_problems", "resolve_layers"]
+__all__ = ["binding_problems", "resolve_layers", "site_layers"]
 
 
 def binding_problems(binding: Any, info: ModelInfo, source: str) -> list[Problem]:
@@ -32,3 +32,11 @@ def binding_problems(binding: Any, info: ModelInfo, source: str) -> list[Problem
                                     f"recipe needs {field.replace('_', ' ')} {wanted}, this model has {actual}",
                                     "this recipe was made for a different model"))
     return problems
+
+
+def site_layers(site: str, layers: Any, num_layers: int) -> list[int | None]:
+    """The layers a ``layers`` field selects at ``site`` (``[None]`` at an unlayered site); ``ValueError(message,
+    hint)`` from :func:`resolve_layers` for a layer out of range."""
+    if site in UNLAYERED_SITES:
+        return [None]
+    return list(resolve_layers(layers, num_layers))

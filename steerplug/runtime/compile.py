@@ -13,14 +13,14 @@ from steerplug.errors import Problem, RecipeError, SiteError, SteerplugError, js
 from steerplug.moe import output_finisher
 from steerplug.ops.base import OpTarget
 from steerplug.recipe.numeric import unrepresentable
-from steerplug.runtime.binding import binding_problems, resolve_layers
+from steerplug.runtime.binding import binding_problems, site_layers
 from steerplug.runtime.budget import record_terms
 from steerplug.runtime.masks import Activation
 from steerplug.runtime.runner import CompiledEntry
 from steerplug.runtime.sequence import SequenceTracker
 from steerplug.runtime.setting import Setting
 from steerplug.runtime.vectors import resolve_vector
-from steerplug.sites.base import UNLAYERED_SITES, ModelInfo, SiteAdapter, SiteBinding
+from steerplug.sites.base import ModelInfo, SiteAdapter, SiteBinding
 
 if TYPE_CHECKING:
     from steerplug.plugins import Plugins
@@ -104,10 +104,8 @@ def _compile_item(model: torch.nn.Module, recipe: Recipe, index: int, item: Any,
 def intervention_layers(item: Any, info: ModelInfo, source: str, pointer: str) -> list[int | None]:
     """The layers an intervention names, resolved against ``info`` (``[None]`` at an unlayered site); a
     located :class:`RecipeError` for a layer out of range."""
-    if item.site in UNLAYERED_SITES:
-        return [None]
     try:
-        return list(resolve_layers(item.layers, info.num_layers))
+        return site_layers(item.site, item.layers, info.num_layers)
     except ValueError as exc:
         hint = exc.args[1] if len(exc.args) > 1 else None
         raise RecipeError.single(source, f"{pointer}/layers", exc.args[0], hint) from None

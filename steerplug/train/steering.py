@@ -21,9 +21,9 @@ from steerplug.errors import RecipeError, SiteError, SteerplugError
 from steerplug.ops.base import Edit, OpTarget
 from steerplug.plugins import get_plugins
 from steerplug.runtime.access import input_activation, output_activation, replace_input, replace_output
-from steerplug.runtime.binding import resolve_layers
+from steerplug.runtime.binding import site_layers as binding_site_layers
 from steerplug.runtime.compile import placement
-from steerplug.sites.base import UNLAYERED_SITES, SiteAdapter, SiteBinding
+from steerplug.sites.base import SiteAdapter, SiteBinding
 
 SOURCE = "<training>"
 """The name training errors give the recipe being trained."""
@@ -53,10 +53,8 @@ def bind(adapter: SiteAdapter, site: str, layer: int | None) -> SiteBinding:
 
 def site_layers(site: str, layers: Any, num_layers: int) -> list[int | None]:
     """The layers an intervention's ``layers`` field selects (``[None]`` for unlayered sites)."""
-    if site in UNLAYERED_SITES:
-        return [None]
     try:
-        return list(resolve_layers(layers, num_layers))
+        return binding_site_layers(site, layers, num_layers)
     except ValueError as exc:
         hint = f" ({exc.args[1]})" if len(exc.args) > 1 else ""
         raise SteerplugError(f"layers: {exc.args[0]}{hint}") from None
