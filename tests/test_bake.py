@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -73,6 +74,14 @@ def test_baked_add_equals_hooked(model_type: str) -> None:
     result = bake(model, doc)
     _assert_exact(model_logits(model, IDS), hooked)
     assert result.relative_error <= TOLERANCE
+
+
+def test_bake_takes_what_steer_takes_an_object_with_a_recipe() -> None:
+    model = _model("llama")
+    doc = _add_recipe(_width(model))
+    hooked = _hooked(model, doc)
+    bake(model, SimpleNamespace(recipe=doc))  # e.g. steerplug.extract(...) or steerplug.train(...)'s result
+    _assert_exact(model_logits(model, IDS), hooked)
 
 
 @pytest.mark.parametrize("model_type", ARCHITECTURES)

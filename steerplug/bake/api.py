@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -21,10 +21,8 @@ from steerplug.bake.plan import plan_bake
 from steerplug.errors import SteerplugError
 from steerplug.plugins import Plugins, get_plugins
 from steerplug.recipe.load import Recipe, load_recipe
+from steerplug.runtime.steer import RecipeRef, recipe_ref, steer
 from steerplug.sites.adapter import resolve_adapter
-
-if TYPE_CHECKING:
-    from steerplug.runtime.steer import RecipeRef
 
 TOLERANCE = 1e-5
 """Largest accepted ``max |baked - hooked| / max(1, max |hooked|)`` over the probe logits of a float32 model.
@@ -69,7 +67,7 @@ def bake(model: torch.nn.Module, recipes: RecipeRef | Sequence[RecipeRef], *,
     """
     plugins = plugins or get_plugins()
     refs: list[Any] = list(recipes) if isinstance(recipes, (list, tuple)) else [recipes]
-    loaded = [load_recipe(ref, plugins=plugins) for ref in refs]
+    loaded = [load_recipe(recipe_ref(ref), plugins=plugins) for ref in refs]
     adapter = resolve_adapter(model, plugins)
     plan = plan_bake(model, loaded, adapter, plugins)
     was_training = model.training
@@ -106,8 +104,6 @@ def model_logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
 
 def hooked_logits(model: torch.nn.Module, recipes: list[Recipe], ids: torch.Tensor, plugins: Plugins) -> torch.Tensor:
     """Logits of ``model`` with ``recipes`` attached by hooks (detached afterwards)."""
-    from steerplug.runtime.steer import steer
-
     with steer(model, recipes, plugins=plugins):
         return model_logits(model, ids)
 

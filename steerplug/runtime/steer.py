@@ -89,7 +89,7 @@ def steer(model: torch.nn.Module, recipes: RecipeRef | Sequence[RecipeRef], *,
                                  "(Recipe.with_intervention) instead")
         return steer_rows(model, recipes, plugins=plugins, locked=locked)  # type: ignore[arg-type]
     plugins = plugins or get_plugins()
-    refs = [_as_ref(r) for r in (recipes if isinstance(recipes, (list, tuple)) else [recipes])]
+    refs = [recipe_ref(r) for r in (recipes if isinstance(recipes, (list, tuple)) else [recipes])]
     loaded = [load_recipe(ref, plugins=plugins, locked=locked) for ref in refs]
     if not stack:
         refuse_restacking(model, loaded)
@@ -115,7 +115,9 @@ def steer(model: torch.nn.Module, recipes: RecipeRef | Sequence[RecipeRef], *,
     return handle
 
 
-def _as_ref(value: Any) -> RecipeRef:
+def recipe_ref(value: Any) -> RecipeRef:
+    """``value`` as something :func:`~steerplug.load_recipe` reads: a recipe, path, reference or dict as is, or
+    the ``.recipe`` of an object that has one (an extraction, a training result); else a SteerplugError."""
     if isinstance(value, (RecipeData, str, Path, Mapping)):
         return value
     recipe = getattr(value, "recipe", None)
