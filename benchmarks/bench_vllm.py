@@ -30,6 +30,7 @@ GPU (not run yet: target >= 0.98x unsteered tokens/s with 8 recipes in flight, C
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -41,7 +42,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import SHAPES, environment, markdown_table, paired_ratio, spread
+from benchmarks.common import SHAPES, Variant, environment, interleave, markdown_table, paired_ratio, spread
 
 BENCH_SHAPES: dict[str, dict[str, Any]] = {
     # head_dim 64: vLLM's CPU attention needs >= 32.
@@ -158,14 +159,10 @@ def main() -> None:
     assert steered.generate(prompts, args.new, lambda i: "r0") != baseline, "recipe r0 changed nothing"
 
     names = list(variants)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for round_ in range(args.rounds + 1):  # round 0 warms up
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
-            engine, recipe_of = variants[name]
-            elapsed = engine.timed(prompts, args.new, recipe_of)
-            if round_:
-                times[name].append(elapsed)
+    timed = [Variant(name, functools.partial(engine.timed, prompts, args.new, recipe_of))
+             for name, (engine, recipe_of) in variants.items()]
+    # each run times itself (CPU time of the engine's processes on a CPU); round 0 warms up
+    times = interleave(timed, args.rounds, args.device, warmup=1, measure=lambda run: run())
 
     tokens = args.batch * args.new
     rows = [[name, f"{tokens / statistics.median(times[name]):,.0f}", spread(times[name]),

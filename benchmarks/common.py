@@ -95,16 +95,17 @@ class Variant:
     setup: Callable[[], Callable[[], None]] | None = None
 
 
-def interleave(variants: list[Variant], reps: int, device: torch.device | str, warmup: int = 1
-               ) -> dict[str, list[float]]:
-    """Times of every variant over ``reps`` rounds; the order rotates each round."""
+def interleave(variants: list[Variant], reps: int, device: torch.device | str, warmup: int = 1,
+               measure: Callable[[Callable[[], Any]], float] | None = None) -> dict[str, list[float]]:
+    """Times of every variant over ``reps`` rounds; the order rotates each round. ``measure(run)`` times one
+    run (default: wall seconds on ``device``, synchronised)."""
     times: dict[str, list[float]] = {v.name: [] for v in variants}
     for round_ in range(warmup + reps):
         shift = round_ % len(variants)
         for variant in variants[shift:] + variants[:shift]:
             teardown = variant.setup() if variant.setup else None
             try:
-                elapsed = seconds(variant.run, device)
+                elapsed = measure(variant.run) if measure is not None else seconds(variant.run, device)
             finally:
                 if teardown:
                     teardown()
