@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from steerplug.errors import SiteError, SteerplugError
-from steerplug.extract.evidence import ANNOTATION
+from steerplug.extract.evidence import ANNOTATION, probability
 from steerplug.extract.pooling import POOLINGS, as_tokens, pool
 from steerplug.recipe.load import Recipe
 from steerplug.sites.base import SiteBinding
@@ -57,8 +57,7 @@ class ProbeEvidence:
     def read(self, activation: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Concept probability ``[B]`` of each row: the activation pooled over ``mask [B, T]``."""
         x = as_tokens(activation.detach(), mask.shape[0], mask.shape[1])
-        pooled = pool(x, mask, self.pooling).double()
-        return torch.sigmoid(pooled @ self.weights.to(pooled.device, torch.float64) + self.bias)
+        return probability(pool(x, mask, self.pooling), self.weights, self.bias)
 
 
 def concept_evidence(recipe: Recipe, layer: int | None = None,
