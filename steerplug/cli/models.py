@@ -25,7 +25,7 @@ from steerplug.errors import SteerplugError
 from steerplug.models import DTYPES, ModelOptions, RemoteCodeWarning, load_model, remote_code_warning
 
 __all__ = ["DEMO_MODEL_NAMES", "add_model_options", "load_causal_lm", "load_from_args", "model_flags",
-           "model_options"]
+           "model_options", "warn_remote_code"]
 
 _POSITIONAL = "model_positional"
 
@@ -76,11 +76,16 @@ def model_options(args: argparse.Namespace, default: str | None = None) -> Model
 def load_from_args(args: argparse.Namespace, default: str | None = None) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` as the options say; the remote-code warning is one line on stderr."""
     options = model_options(args, default)
-    if options.trust_remote_code and options.model not in DEMO_MODEL_NAMES:
-        print(f"warning: {remote_code_warning(options.model)}", file=sys.stderr)
+    warn_remote_code(options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RemoteCodeWarning)  # printed above, as one plain line
         return options.load()
+
+
+def warn_remote_code(options: ModelOptions) -> None:
+    """With ``--trust-remote-code``, the remote-code warning as one line on stderr (not for the demo model)."""
+    if options.trust_remote_code and options.model not in DEMO_MODEL_NAMES:
+        print(f"warning: {remote_code_warning(options.model)}", file=sys.stderr)
 
 
 def model_flags(args: argparse.Namespace) -> str:
