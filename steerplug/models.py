@@ -143,13 +143,31 @@ def _from_pretrained(name: str, source: str, revision: str | None, dtype: torch.
         extra = {"device_map": device_map} if device_map is not None else {}
         model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **common, **extra)
     except (OSError, ValueError, ImportError, KeyError) as exc:
-        raise SteerplugError(f"cannot load model '{name}': {_first_line(exc)}{_hint(exc)}") from None
+        raise SteerplugError(f"cannot load model '{name}': {_reason(exc, name, revision)}") from None
     finally:
         if bars:
             hf_logging.enable_progress_bar()
     if device is not None:
         model = model.to(device)
     return model.eval(), tokenizer
+
+
+def _reason(exc: BaseException, name: str, revision: str | None) -> str:
+    """Why loading failed: the Hub's own error when one caused it (offline, unreachable, not found, gated),
+    described as :mod:`steerplug.hub.hf` describes it for recipes, else the first line and a hint."""
+    from steerplug.hub.hf import describe_hub_error
+    from steerplug.hub.hfref import HubRef
+
+    cause: BaseException | None = exc
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if type(cause).__module__.startswith("huggingface_hub"):
+            message, hint = describe_hub_error(cause, HubRef(name, revision, ""))
+            if message is not None:
+                return message + (f" ({hint})" if hint else "")
+        cause = cause.__cause__ or cause.__context__
+    return _first_line(exc) + _hint(exc)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -52,8 +52,9 @@ def test_hub_id_and_revision_from_the_offline_cache(checkpoint: Path, tmp_path: 
     main_model, _ = load_model("org/tiny", device="cpu")
     pinned, _ = load_model("org/tiny", revision=old, device="cpu")
     assert main_model.config.num_hidden_layers == 2 and pinned.config.num_hidden_layers == 3
-    with pytest.raises(SteerplugError, match=r"cannot load model 'org/missing': "):
+    with pytest.raises(SteerplugError, match=r"cannot load model 'org/missing': ") as error:
         load_model("org/missing")
+    assert "not in the local cache and HF_HUB_OFFLINE is set (unset HF_HUB_OFFLINE" in str(error.value)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

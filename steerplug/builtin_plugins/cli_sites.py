@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 
 from steerplug.cli.command import Command
-from steerplug.cli.models import add_model_options, model_options
+from steerplug.cli.models import add_model_options, model_options, warn_remote_code
 from steerplug.cli.output import emit
 from steerplug.hookspecs import hookimpl
-from steerplug.models import remote_code_warning
 from steerplug.sites.base import SiteBinding
 
 COLUMNS = ("site", "layer", "module", "point", "width")
@@ -49,8 +47,7 @@ def _run(args: argparse.Namespace) -> int:
     from steerplug.sites.tiny import load_model_for_sites
 
     options = model_options(args)
-    if options.trust_remote_code:
-        print(f"warning: {remote_code_warning(options.model)}", file=sys.stderr)
+    warn_remote_code(options)
     # user mistakes raise SiteError: cli.main prints one line
     model = load_model_for_sites(options.model, revision=options.revision, trust_remote_code=options.trust_remote_code)
     adapter = resolve_adapter(model)

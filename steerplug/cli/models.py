@@ -25,7 +25,7 @@ from steerplug.errors import SteerplugError
 from steerplug.models import DTYPES, ModelOptions, RemoteCodeWarning, load_model, remote_code_warning
 
 __all__ = ["DEMO_MODEL_NAMES", "add_model_options", "load_causal_lm", "load_from_args", "model_flags",
-           "model_options"]
+           "model_options", "warn_remote_code"]
 
 _POSITIONAL = "model_positional"
 
@@ -55,8 +55,8 @@ def add_model_options(parser: argparse.ArgumentParser, *, required: bool = True,
         parser.add_argument(_POSITIONAL, nargs="?", metavar="MODEL", help=argparse.SUPPRESS)
 
 
-def model_options(args: argparse.Namespace, default: str | None = None) -> ModelOptions:
-    """The :class:`~steerplug.models.ModelOptions` named by parsed arguments (``default`` when no ``--model``)."""
+def model_options(args: argparse.Namespace) -> ModelOptions:
+    """The :class:`~steerplug.models.ModelOptions` named by parsed arguments."""
     positional = getattr(args, _POSITIONAL, None)
     if positional is not None:
         if args.model is not None and args.model != positional:
@@ -65,7 +65,7 @@ def model_options(args: argparse.Namespace, default: str | None = None) -> Model
             command = getattr(args, "command", "...")
             print(f"note: 'steerplug {command} MODEL' is deprecated; write --model {positional}", file=sys.stderr)
         args.model = positional
-    name = args.model or default
+    name = args.model
     if name is None:
         raise SteerplugError("no model given: pass --model (demo, a checkpoint folder or a hub id)")
     return ModelOptions(model=name, revision=args.revision, device=getattr(args, "device", None),
@@ -73,14 +73,19 @@ def model_options(args: argparse.Namespace, default: str | None = None) -> Model
                         trust_remote_code=args.trust_remote_code)
 
 
-def load_from_args(args: argparse.Namespace, default: str | None = None) -> tuple[Any, Any]:
+def load_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` as the options say; the remote-code warning is one line on stderr."""
-    options = model_options(args, default)
-    if options.trust_remote_code and options.model not in DEMO_MODEL_NAMES:
-        print(f"warning: {remote_code_warning(options.model)}", file=sys.stderr)
+    options = model_options(args)
+    warn_remote_code(options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RemoteCodeWarning)  # printed above, as one plain line
         return options.load()
+
+
+def warn_remote_code(options: ModelOptions) -> None:
+    """With ``--trust-remote-code``, the remote-code warning as one line on stderr (not for the demo model)."""
+    if options.trust_remote_code and options.model not in DEMO_MODEL_NAMES:
+        print(f"warning: {remote_code_warning(options.model)}", file=sys.stderr)
 
 
 def model_flags(args: argparse.Namespace) -> str:

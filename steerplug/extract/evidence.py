@@ -40,13 +40,17 @@ class ConceptProbe:
 
     def probability(self, pooled: torch.Tensor) -> torch.Tensor:
         """``[N]`` concept probabilities of pooled activations ``[N, W]``."""
-        logits = pooled.double() @ self.weights.to(pooled.device, torch.float64) + self.bias
-        return torch.sigmoid(logits)
+        return probability(pooled, self.weights, self.bias)
 
     def annotation(self) -> dict[str, Any]:
         """What the recipe records for this layer."""
         return {"bias": self.bias, "accuracy": round(self.accuracy, 4), "train_accuracy": round(self.train_accuracy, 4),
                 "n_train": self.n_train, "n_test": self.n_test}
+
+
+def probability(pooled: torch.Tensor, weights: torch.Tensor, bias: float) -> torch.Tensor:
+    """``sigmoid(weights · pooled + bias)`` in float64: ``[N]`` concept probabilities of ``[N, W]`` activations."""
+    return torch.sigmoid(pooled.double() @ weights.to(pooled.device, torch.float64) + bias)
 
 
 def fit_probe(layer: int | None, positive: torch.Tensor, negative: torch.Tensor,

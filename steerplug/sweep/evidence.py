@@ -10,13 +10,15 @@ model means the probe judges the text, not the intervention's own edit of the ac
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from steerplug.errors import SiteError, SteerplugError
-from steerplug.extract.evidence import ANNOTATION
+from steerplug.extract.evidence import ANNOTATION, probability
 from steerplug.extract.pooling import POOLINGS, as_tokens, pool
 from steerplug.recipe.load import Recipe
 from steerplug.sites.base import SiteBinding
@@ -57,8 +59,7 @@ class ProbeEvidence:
     def read(self, activation: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Concept probability ``[B]`` of each row: the activation pooled over ``mask [B, T]``."""
         x = as_tokens(activation.detach(), mask.shape[0], mask.shape[1])
-        pooled = pool(x, mask, self.pooling).double()
-        return torch.sigmoid(pooled @ self.weights.to(pooled.device, torch.float64) + self.bias)
+        return probability(pool(x, mask, self.pooling), self.weights, self.bias)
 
 
 def concept_evidence(recipe: Recipe, layer: int | None = None,
@@ -98,15 +99,18 @@ def _layer_key(layers: dict[str, float], layer: int | None) -> str:
     return max(layers, key=lambda k: (layers[k], -1 if k == "-" else int(k)))
 
 
-def read_hook(evidence: ProbeEvidence, store: dict[str, Any]) -> Any:
-    """Register a read-only hook storing the probe site's activation in ``store['x']``; returns its handle."""
-    from steerplug.runtime.access import input_activation, output_activation
+@contextmanager
+def reading(model: torch.nn.Module, evidence: ProbeEvidence, store: dict[str, Any]) -> Iterator[None]:
+    """Within: each forward's activation at the probe's site is kept in ``store['x']``, by a read-only observer
+    of the model's runtime host (after any attached intervention there, which the sweep switches off)."""
+    from steerplug.runtime.host import Host
 
     binding = evidence.binding
     if binding is None:
         raise SteerplugError("bind the concept probe to the model first")
-    if binding.point == "input":
-        return binding.module.register_forward_pre_hook(
-            lambda module, args, kwargs: store.__setitem__("x", input_activation(args, kwargs)), with_kwargs=True)
-    return binding.module.register_forward_hook(
-        lambda module, args, output: store.__setitem__("x", output_activation(output)))
+    host, owner = Host.for_model(model), object()
+    host.observe(binding, owner, lambda x, ctx: store.__setitem__("x", x))
+    try:
+        yield
+    finally:
+        host.remove(owner)

@@ -157,11 +157,6 @@ def at_cell(recipe: Recipe, index: int, layer: int, positions: str | None = None
     return recipe.with_intervention(item.id, **fields)
 
 
-def at_layer(recipe: Recipe, index: int, layer: int) -> Recipe:
-    """The recipe with intervention ``index`` moved to ``layer`` (its positions unchanged)."""
-    return at_cell(recipe, index, layer)
-
-
 def _intervention_index(recipe: Recipe, intervention: str | None) -> int:
     items = list(getattr(recipe.spec, "interventions", []))
     if not items:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from steerplug.generation import encode_left_padded, sampling_kwargs, seeded
-from steerplug.sweep.evidence import ProbeEvidence, read_hook
+from steerplug.sweep.evidence import ProbeEvidence, reading
 
 
 @dataclass
@@ -86,13 +86,9 @@ def generate_and_measure(model: Any, tokenizer: Any, settings: GenerationSetting
                                  **sampling_kwargs(settings.greedy, settings.temperature))
             steered = torch.stack(out.logits, dim=1).float()
             store: dict[str, Any] = {}
-            with off():
-                hook = read_hook(evidence, store) if evidence is not None else None
-                try:
-                    reference = _unsteered_logits(model, out.sequences, enc["attention_mask"], steered.shape[1])
-                finally:
-                    if hook is not None:
-                        hook.remove()
+            read = reading(model, evidence, store) if evidence is not None else contextlib.nullcontext()
+            with off(), read:
+                reference = _unsteered_logits(model, out.sequences, enc["attention_mask"], steered.shape[1])
             if evidence is not None:
                 mask = text_mask(enc["attention_mask"], out.sequences[:, -steered.shape[1]:], tokenizer.eos_token_id)
                 result.probe += evidence.read(store["x"], mask).tolist()
