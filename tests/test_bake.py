@@ -198,7 +198,7 @@ def test_cli_bake_refuses_a_non_empty_out_before_loading_the_model(
     def no_loading(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(steerplug.cli.models, "load_causal_lm", no_loading)
+    monkeypatch.setattr(steerplug.cli.models, "load_from_args", no_loading)
     bundle = tmp_path / "r.yaml"
     bundle.write_text("apiVersion: steerplug/v1\nkind: Recipe\nmetadata: {name: shift}\ninterventions:\n"
                       f"  - {{id: a, op: add, site: resid_post, layers: [2], vector: {_vector(64, 9)}}}\n")

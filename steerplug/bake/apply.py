@@ -76,7 +76,7 @@ def apply_actions(model: Any, actions: list[Action], snapshot: Snapshot) -> None
 
 def _fold_rows(module: Any, action: Action) -> None:
     weight = module.weight
-    rows = weight.detach().to(FOLD_DTYPE)
+    rows = weight.detach().to("cpu", FOLD_DTYPE)  # folded on the CPU in float64, written back where it lives
     if action.amap.matrix is not None:
         rows = rows @ action.amap.matrix.T
     rows = rows + action.amap.offset

@@ -96,8 +96,8 @@ class LinearView:
         self.transposed = not isinstance(module, nn.Linear)  # Conv1D stores W as [in, out]
 
     def weight(self) -> torch.Tensor:
-        """``W`` as float64 ``[out, in]``."""
-        w = self.module.weight.detach().to(FOLD_DTYPE)
+        """``W`` as float64 ``[out, in]`` on the CPU (folds are computed there, whatever the model's device)."""
+        w = self.module.weight.detach().to("cpu", FOLD_DTYPE)
         return w.T if self.transposed else w
 
     def set_weight(self, w: torch.Tensor) -> None:
@@ -107,9 +107,9 @@ class LinearView:
             param.copy_((w.T if self.transposed else w).to(param.dtype))
 
     def bias(self) -> torch.Tensor | None:
-        """``b`` as float64, or None when the module has no bias."""
+        """``b`` as float64 on the CPU, or None when the module has no bias."""
         bias = getattr(self.module, "bias", None)
-        return None if bias is None else bias.detach().to(FOLD_DTYPE)
+        return None if bias is None else bias.detach().to("cpu", FOLD_DTYPE)
 
     def set_bias(self, b: torch.Tensor) -> None:
         """Write ``b``; creates the bias parameter when the module has none (see :func:`grant_biases`)."""

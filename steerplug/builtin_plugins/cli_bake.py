@@ -12,12 +12,13 @@ import argparse
 from collections.abc import Callable
 
 from steerplug.cli.command import Command
+from steerplug.cli.models import DEMO_MODEL_NAMES, add_model_options
 from steerplug.errors import SteerplugError
 from steerplug.hookspecs import hookimpl
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="'demo', a local model folder or a hub id (cached)")
+    add_model_options(parser)
     parser.add_argument("--recipe", required=True, action="append", help="recipe to bake (repeat to compose)")
     parser.add_argument("--out", required=True, help="folder for the baked checkpoint")
     parser.add_argument("--base-model", help="hub id recorded as base_model in the model card")
@@ -31,13 +32,16 @@ def _run(args: argparse.Namespace) -> int:
     from steerplug.bake import bake, save_baked
     from steerplug.bake.api import compare_logits, model_logits, probe_ids, tolerance_for
     from steerplug.bake.checkpoint import check_checkpoint_target
-    from steerplug.cli.models import load_causal_lm
+    from steerplug.cli.models import load_from_args
     from steerplug.recipe.load import load_recipe
 
+    if args.device_map is not None:
+        raise SteerplugError("--device-map is not supported (folding rewrites every weight in memory); "
+                             "use --device")
     recipes = [load_recipe(r) for r in args.recipe]
     check_checkpoint_target(args.out, args.overwrite)  # before loading the model
-    model, tokenizer = load_causal_lm(args.model)
-    base = args.base_model or (None if args.model in ("demo", "steerplug-demo") else args.model)
+    model, tokenizer = load_from_args(args)
+    base = args.base_model or (None if args.model in DEMO_MODEL_NAMES else args.model)
     result = bake(model, recipes)
     hf_logging.disable_progress_bar()
     folder = save_baked(result, args.out, tokenizer=tokenizer, base_model=base, overwrite=args.overwrite)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from steerplug.cli.command import Command
+from steerplug.cli.models import add_model_options
 from steerplug.cli.output import check_new_file
 from steerplug.errors import SteerplugError
 from steerplug.hookspecs import hookimpl
@@ -44,7 +45,7 @@ def _run_export(args: argparse.Namespace) -> int:
 
 def _configure_import(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE.gguf", help="a control vector (llama.cpp's or repeng's export)")
-    parser.add_argument("--model", required=True, help="the model it is for: 'demo', a local folder or a hub id")
+    add_model_options(parser, model_help="the model it is for: 'demo', a local folder or a hub id")
     parser.add_argument("--out", required=True, help="bundle folder to write")
     parser.add_argument("--name", help="recipe name (default: the file name)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
@@ -52,7 +53,7 @@ def _configure_import(parser: argparse.ArgumentParser) -> None:
 
 def _run_import(args: argparse.Namespace) -> int:
     from steerplug.bundle import check_bundle_target
-    from steerplug.cli.models import load_causal_lm
+    from steerplug.cli.models import load_from_args
     from steerplug.export.control_vector import control_vector_to_bundle
     from steerplug.export.gguf import read_control_vector
     from steerplug.recipe.load import load_recipe
@@ -61,7 +62,7 @@ def _run_import(args: argparse.Namespace) -> int:
 
     vector = read_control_vector(args.file)
     check_bundle_target(Path(args.out), args.overwrite)  # before loading the model
-    model, _ = load_causal_lm(args.model)
+    model, _ = load_from_args(args)
     info = model_info(model)
     width = next(iter(vector.directions.values())).shape[0]
     if width != info.hidden_size:
