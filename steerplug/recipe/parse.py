@@ -154,7 +154,7 @@ def parse_document_checked(data: bytes, name: str, suffix: str = ".yaml") -> tup
     try:
         with gc_paused():
             if suffix.lower() == ".json":
-                doc, problems = bounded_copy(_parse_json(text, name), name)
+                doc, problems = bounded_copy(parse_json_bounded(text, name), name)
             else:
                 doc, problems = _parse_yaml(text, name)
     except BoundsExceeded as exc:
@@ -177,10 +177,6 @@ def parse_json_bounded(text: str, name: str) -> Any:
     """Strict JSON (no NaN/Infinity, no duplicate keys, number literals of bounded length) nested at most
     :data:`~steerplug.recipe.limits.MAX_DEPTH` deep, checked before parsing; RecipeError otherwise. Sizes
     and types are the caller's to check (safetensors headers have their own bounds)."""
-    return _parse_json(text, name)
-
-
-def _parse_json(text: str, name: str) -> Any:
     depth = _json_depth(text)
     if depth > MAX_DEPTH:
         raise RecipeError.single(name, "", f"nesting is deeper than {MAX_DEPTH} levels")
