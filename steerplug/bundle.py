@@ -89,19 +89,30 @@ def in_memory_recipe(document: Mapping[str, Any], tensors: Mapping[str, Mapping[
     from steerplug.recipe.data import RecipeData
     from steerplug.recipe.validate import validate_document
 
-    doc = copy.deepcopy(dict(document))
-    artifacts = doc.setdefault("artifacts", {})
     stored = {name: {k: _stored(v) for k, v in table.items()} for name, table in tensors.items()}
-    for name, table in tensors.items():
-        artifacts[name] = {"path": f"{name}.safetensors", "sha256": sha256_bytes(artifact_bytes(table))}
-    if not artifacts:
-        doc.pop("artifacts")
+    doc, _ = _with_artifacts(document, stored)
     return RecipeData(spec=validate_document(doc, source, get_plugins()), tensors=stored, source=source)
 
 
 def _stored(tensor: torch.Tensor) -> torch.Tensor:
     tensor = tensor.detach().to("cpu")
     return (tensor.to(torch.float32) if tensor.is_floating_point() else tensor).contiguous()
+
+
+def _with_artifacts(document: Mapping[str, Any], tensors: Mapping[str, Mapping[str, torch.Tensor]] | None
+                    ) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """A copy of ``document`` whose ``artifacts`` give each tensor table's bundle file (path and sha256),
+    and those files' bytes by path."""
+    doc = copy.deepcopy(dict(document))
+    artifacts = doc.setdefault("artifacts", {})
+    files: dict[str, bytes] = {}
+    for name, table in (tensors or {}).items():
+        path = f"{name}.safetensors"
+        files[path] = artifact_bytes(table)
+        artifacts[name] = {"path": path, "sha256": sha256_bytes(files[path])}
+    if not artifacts:
+        doc.pop("artifacts")
+    return doc, files
 
 
 def _fill(staging: Path, target: Path, document: Mapping[str, Any],
@@ -111,14 +122,9 @@ def _fill(staging: Path, target: Path, document: Mapping[str, Any],
     from steerplug.recipe.parse import parse_document
     from steerplug.recipe.read import read_recipe
 
-    doc = copy.deepcopy(dict(document))
-    artifacts = doc.setdefault("artifacts", {})
-    for name, table in (tensors or {}).items():
-        data = artifact_bytes(table)
-        (staging / f"{name}.safetensors").write_bytes(data)
-        artifacts[name] = {"path": f"{name}.safetensors", "sha256": sha256_bytes(data)}
-    if not artifacts:
-        doc.pop("artifacts")
+    doc, files = _with_artifacts(document, tensors)
+    for path, data in files.items():
+        (staging / path).write_bytes(data)
     doc.setdefault("metadata", {}).setdefault("annotations", {})["steerplug_version"] = __version__
     text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
     (staging / RECIPE_FILE).write_text(text, encoding="utf-8")

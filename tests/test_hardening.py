@@ -55,6 +55,22 @@ def test_a_dict_recipe_is_bounded_like_a_file() -> None:
     assert len(lines) == 2
 
 
+def test_a_declared_model_of_any_size_is_checked_in_linear_time() -> None:
+    import time
+
+    huge = {"num_layers": 10**15, "hidden_size": 2}
+    ranged = {"id": "a", "op": "add", "site": "resid_post", "layers": "all", "vector": [1.0, 2.0]}
+    assert steerplug.load_recipe(recipe(ranged, model=huge)).spec.model.num_layers == 10**15
+    listed = {**ranged, "layers": list(range(60_000))}
+    started = time.perf_counter()
+    steerplug.load_recipe(recipe(listed, model=huge))
+    assert time.perf_counter() - started < 5.0  # listing each layer once, not comparing it with every other
+    twice = {**ranged, "layers": [*range(60_000), 7]}
+    assert _lines(recipe(twice, model=huge)) == ["<dict>: /interventions/0/layers: layer 7 is listed twice (the "
+                                                 "recipe declares model.num_layers 1000000000000000: "
+                                                 "0..999999999999999, or -1000000000000000..-1)"]
+
+
 def test_non_string_keys_and_odd_values_from_python_are_located() -> None:
     item = {"id": "a", "op": "scale", "site": "resid_post", "layers": 1, "factor": 2.0, 7: "x",
             "positions": {"from": 10**30}, "enabled": object()}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +11,7 @@ from safetensors.torch import load_file
 
 from steerplug.errors import Problem, RecipeError, shown
 from steerplug.recipe.limits import MAX_PATH_CHARS, MAX_PATH_COMPONENT_BYTES
-from steerplug.recipe.parse import NotRegularFile
+from steerplug.recipe.parse import NotRegularFile, irregular_kind, open_regular, parse_document, read_capped
 from steerplug.recipe.safetensors_header import read_header
 
 if TYPE_CHECKING:
@@ -36,8 +35,6 @@ def sha256_bytes(data: bytes) -> str:
 
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a regular file, streamed (a FIFO or device is refused, never read)."""
-    from steerplug.recipe.parse import open_regular
-
     digest = hashlib.sha256()
     with open_regular(path) as handle:
         while chunk := handle.read(_CHUNK):
@@ -90,8 +87,8 @@ def load_artifact_tables(spec: RecipeBase, root: Path | None, source: str,
             hint = exc.args[1] if len(exc.args) > 1 else None
             problems.append(Problem(source, f"/artifacts/{name}/{_field_of(exc)}", str(exc.args[0]), hint))
         except NotRegularFile as exc:
-            problems.append(Problem(source, f"/artifacts/{name}/path", f"'{exc.filename}' {exc}",
-                                    "artifacts are regular files"))
+            problems.append(Problem(source, f"/artifacts/{name}/path", f"artifact {exc}",
+                                    "artifacts are regular files"))  # swapped in after the check above
         except OSError as exc:
             problems.append(Problem(source, f"/artifacts/{name}/path", f"cannot read artifact: {exc.strerror or exc}"))
     if problems:
@@ -150,10 +147,11 @@ def _pinned_file(root: Path, relative: str, digest: str, max_bytes: int) -> Path
     path = confined_path(root, relative)
     if not path.exists():
         raise ValueError(f"artifact file '{relative}' not found in {root}")
-    mode = path.stat().st_mode
-    if not stat.S_ISREG(mode):
-        raise ValueError(f"artifact '{relative}' is {_kind(mode)}, not a regular file", "artifacts are regular files")
-    if path.stat().st_size > max_bytes:
+    status = path.stat()
+    kind = irregular_kind(status.st_mode)
+    if kind is not None:
+        raise ValueError(f"artifact '{relative}' is {kind}, not a regular file", "artifacts are regular files")
+    if status.st_size > max_bytes:
         raise ValueError(f"artifact file '{relative}' is larger than the {max_bytes}-byte cap")
     actual = sha256_file(path)
     if actual != digest:
@@ -162,18 +160,8 @@ def _pinned_file(root: Path, relative: str, digest: str, max_bytes: int) -> Path
     return path
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file"
-
-
 def _json_object(path: Path, max_bytes: int) -> Any:
     """A JSON config read with the recipe parser's rules (size cap, strict JSON: no NaN, no duplicates)."""
-    from steerplug.recipe.parse import parse_document, read_capped
-
     try:
         return parse_document(read_capped(path, max_bytes), path.name, ".json")
     except RecipeError as exc:

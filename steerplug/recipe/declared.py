@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from steerplug.errors import Problem, json_pointer
-from steerplug.recipe.spec import SiteWidth, resolve_layers
+from steerplug.recipe.spec import SiteWidth, layer_indices
 from steerplug.sites.base import UNLAYERED_SITES
 
 HIDDEN_WIDTH_SITES = frozenset({"resid_pre", "resid_post", "attn_out", "mlp_out", "final_norm"})
@@ -44,7 +44,7 @@ def declared_model_problems(spec: Any, source: str) -> list[Problem]:
 
 def _layer_problems(layers: Any, num_layers: int, source: str, pointer: str) -> list[Problem]:
     try:
-        resolve_layers(layers, num_layers)
+        layer_indices(layers, num_layers)  # a declared num_layers may be huge: never list a range
     except ValueError as exc:
         return [Problem(source, pointer, str(exc.args[0]), f"the recipe declares model.num_layers {num_layers}: "
                         f"0..{num_layers - 1}, or -{num_layers}..-1")]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from jsonschema.exceptions import ValidationError
 
@@ -41,10 +40,10 @@ def _problems(error: ValidationError, source: str) -> list[Problem]:
             return [p for sub in meant for p in _problems(sub, source)]
         types = _branch_types(error)
         if types:
-            return [_problem(error, source, f"expected {types}, got {_show(error.instance)}")]
+            return [_problem(error, source, f"expected {types}, got {shown(error.instance)}")]
         options = _choices(error)
         hint = did_you_mean(error.instance, options) if isinstance(error.instance, str) and options else None
-        return [_problem(error, source, f"invalid value {_show(error.instance)}", hint or _expected(error))]
+        return [_problem(error, source, f"invalid value {shown(error.instance)}", hint or _expected(error))]
     return _single(error, source)
 
 
@@ -101,13 +100,13 @@ def _single_problem(error: ValidationError, source: str) -> Problem:
     if kind == "type":
         wanted = value if isinstance(value, list) else [value]
         names = " or ".join(_TYPE_NAMES.get(str(w), str(w)) for w in wanted)
-        return _problem(error, source, f"expected {names}, got {_show(instance)}")
+        return _problem(error, source, f"expected {names}, got {shown(instance)}")
     if kind in ("enum", "const"):
         options = value if isinstance(value, list) else [value]
-        return _problem(error, source, f"invalid value {_show(instance)}",
+        return _problem(error, source, f"invalid value {shown(instance)}",
                         did_you_mean(str(instance), [str(o) for o in options]))
     if kind == "pattern":
-        return _problem(error, source, f"invalid value {_show(instance)}",
+        return _problem(error, source, f"invalid value {shown(instance)}",
                         _PATTERN_HINTS.get(value) or _expected(error) or f"must match {value}")
     if kind in _COUNTS and isinstance(value, int):
         relation, noun = _COUNTS[kind]
@@ -115,7 +114,7 @@ def _single_problem(error: ValidationError, source: str) -> Problem:
         return _problem(error, source, f"expected {relation} {count(value, noun)}, got {count(actual, noun)}")
     if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         relation = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[kind]
-        return _problem(error, source, f"{_show(instance)} is out of range (must be {relation} {value})")
+        return _problem(error, source, f"{shown(instance)} is out of range (must be {relation} {value})")
     return _problem(error, source, error.message)
 
 
@@ -156,6 +155,3 @@ def _branch_types(error: ValidationError) -> str | None:
         return None
     return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
 
-
-def _show(value: Any) -> str:
-    return shown(value)

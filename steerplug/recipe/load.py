@@ -63,11 +63,8 @@ def load_recipe(
     ``locked`` (True = ``./steerplug.lock``, or a lockfile path; default ``$STEERPLUG_LOCKED``) refuses a
     reference that the lockfile does not pin or whose files changed (see :mod:`steerplug.lock`).
     """
-    if isinstance(ref, Recipe):
-        return ref
-    data = read_recipe(ref, base_dir=base_dir, name=name, max_bytes=max_bytes, max_artifact_bytes=max_artifact_bytes,
-                       plugins=plugins, locked=locked)
-    return as_recipe(data)
+    return as_recipe(read_recipe(ref, base_dir=base_dir, name=name, max_bytes=max_bytes,
+                                 max_artifact_bytes=max_artifact_bytes, plugins=plugins, locked=locked))
 
 
 def as_recipe(data: RecipeData) -> Recipe:

@@ -72,12 +72,25 @@ def open_regular(path: Path) -> Any:
 
 
 def _refuse_irregular(mode: int, path: Path) -> None:
-    if stat.S_ISDIR(mode):
+    kind = irregular_kind(mode)
+    if kind == "a folder":
         raise IsADirectoryError(21, "is a folder", str(path))
-    if not stat.S_ISREG(mode):
-        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode)
-                or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
-        raise NotRegularFile(f"is {kind}, not a regular file" if kind.startswith("a ") else f"is {kind}")
+    if kind is not None:
+        raise NotRegularFile(f"is {kind}, not a regular file")
+
+
+def irregular_kind(mode: int) -> str | None:
+    """What a file of ``st_mode`` ``mode`` is when it is not a regular file (``a folder``, ``a FIFO (named
+    pipe)``, ``a device``, ``a socket``, ``a special file``); None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a socket" if stat.S_ISSOCK(mode) else "a special file"
 
 
 def check_size(data: bytes, max_bytes: int, name: str) -> None:
@@ -141,7 +154,7 @@ def parse_document_checked(data: bytes, name: str, suffix: str = ".yaml") -> tup
     try:
         with gc_paused():
             if suffix.lower() == ".json":
-                doc, problems = bounded_copy(_parse_json(text, name), name)
+                doc, problems = bounded_copy(parse_json_bounded(text, name), name)
             else:
                 doc, problems = _parse_yaml(text, name)
     except BoundsExceeded as exc:
@@ -164,10 +177,6 @@ def parse_json_bounded(text: str, name: str) -> Any:
     """Strict JSON (no NaN/Infinity, no duplicate keys, number literals of bounded length) nested at most
     :data:`~steerplug.recipe.limits.MAX_DEPTH` deep, checked before parsing; RecipeError otherwise. Sizes
     and types are the caller's to check (safetensors headers have their own bounds)."""
-    return _parse_json(text, name)
-
-
-def _parse_json(text: str, name: str) -> Any:
     depth = _json_depth(text)
     if depth > MAX_DEPTH:
         raise RecipeError.single(name, "", f"nesting is deeper than {MAX_DEPTH} levels")

@@ -28,13 +28,9 @@ def read_recipe(
     plugins: Plugins | None = None,
     locked: bool | str | Path | None = None,
 ) -> RecipeData:
-    """Load, migrate, validate and verify a recipe (the work behind :func:`steerplug.load_recipe`).
-
-    ``ref`` is a path to a ``.yaml``/``.json`` file (or a bundle folder holding ``recipe.yaml``), any
-    reference a recipe-source plugin understands, a dict, or an already loaded recipe (returned as is). A dict's
-    artifacts are read relative to ``base_dir``. Raises :class:`RecipeError` listing every problem.
-    ``locked`` (True = ``./steerplug.lock``, or a lockfile path; default ``$STEERPLUG_LOCKED``) refuses a
-    reference that the lockfile does not pin or whose files changed (see :mod:`steerplug.lock`).
+    """Load, migrate, validate and verify a recipe: the work behind :func:`steerplug.load_recipe`, whose
+    docstring describes the arguments and errors. It returns plain :class:`RecipeData` (an already loaded
+    recipe as is), so that layers below :mod:`steerplug.recipe.load` need not import editing and publishing.
     """
     if isinstance(ref, RecipeData):
         return ref

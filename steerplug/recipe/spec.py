@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -151,20 +152,22 @@ def check_finite_vector(value: Any) -> Any:
     return _finite(value)
 
 
-def parse_layer_range(text: str, num_layers: int) -> list[int]:
-    """Expand ``'all'`` or ``'a:b'`` (Python slice semantics, negative from the end) into layer indices."""
+def parse_layer_range(text: str, num_layers: int) -> range:
+    """Expand ``'all'`` or ``'a:b'`` (Python slice semantics, negative from the end) into layer indices: a
+    ``range``, so that checking a range against a model of any declared size costs nothing."""
     if text == "all":
-        return list(range(num_layers))
+        return range(num_layers)
     match = re.fullmatch(r"(-?\d{0,9}):(-?\d{0,9})", text)
     if not match:
         raise ValueError(f"invalid layer range '{text}'")
     start = int(match[1]) if match[1] else None
     stop = int(match[2]) if match[2] else None
-    return list(range(num_layers))[slice(start, stop)]
+    return range(num_layers)[slice(start, stop)]
 
 
-def resolve_layers(spec: int | list[int] | str, num_layers: int) -> list[int]:
-    """Layer indices for a ``layers:`` value; raises ValueError(message, hint) when out of range."""
+def layer_indices(spec: int | list[int] | str, num_layers: int) -> Sequence[int]:
+    """Layer indices for a ``layers:`` value (a range stays a ``range``, checked without listing it; a list
+    is checked in linear time); raises ValueError(message, hint) when out of range."""
     if isinstance(spec, str):
         layers = parse_layer_range(spec, num_layers)
         if not layers:
@@ -173,7 +176,7 @@ def resolve_layers(spec: int | list[int] | str, num_layers: int) -> list[int]:
     raw = [spec] if isinstance(spec, int) else list(spec)
     if not raw:
         raise ValueError("empty layer list")
-    resolved: list[int] = []
+    resolved: dict[int, None] = {}
     for layer in raw:
         if not -num_layers <= layer < num_layers:
             raise ValueError(f"layer {layer} is out of range",
@@ -182,5 +185,10 @@ def resolve_layers(spec: int | list[int] | str, num_layers: int) -> list[int]:
         if index in resolved:
             same = f" (= layer {index})" if layer != index else ""
             raise ValueError(f"layer {layer}{same} is listed twice")
-        resolved.append(index)
-    return resolved
+        resolved[index] = None
+    return list(resolved)
+
+
+def resolve_layers(spec: int | list[int] | str, num_layers: int) -> list[int]:
+    """Layer indices for a ``layers:`` value, as a list; raises ValueError(message, hint) when out of range."""
+    return list(layer_indices(spec, num_layers))

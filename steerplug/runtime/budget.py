@@ -16,16 +16,14 @@ from steerplug.recipe.numeric import EditTerms, dtype_name, edit_budget, reach
 from steerplug.runtime.host import Host
 from steerplug.runtime.runner import CompiledEntry
 
-EDIT_TERMS: weakref.WeakKeyDictionary[CompiledEntry, EditTerms] = weakref.WeakKeyDictionary()
-"""Per compiled entry, the terms its strength multiplies (from :meth:`OpTarget.check_scaled`)."""
-_ENTRY_SOURCES: weakref.WeakKeyDictionary[CompiledEntry, str] = weakref.WeakKeyDictionary()
-_ENTRY_POINTERS: weakref.WeakKeyDictionary[CompiledEntry, str] = weakref.WeakKeyDictionary()
+_RECORDED: weakref.WeakKeyDictionary[CompiledEntry, tuple[EditTerms, str, str]] = weakref.WeakKeyDictionary()
+"""Per compiled entry, the terms its strength multiplies (from :meth:`OpTarget.check_scaled`) and the source
+and pointer of its intervention."""
 
 
 def record_terms(entry: CompiledEntry, terms: EditTerms, source: str, pointer: str) -> None:
     """Remember what ``entry`` can do per unit of strength, and where its intervention is written."""
-    EDIT_TERMS[entry] = terms
-    _ENTRY_SOURCES[entry], _ENTRY_POINTERS[entry] = source, pointer
+    _RECORDED[entry] = (terms, source, pointer)
 
 
 def attached_entries(model: torch.nn.Module) -> list[CompiledEntry]:
@@ -45,26 +43,27 @@ def budget_problem(entries: Sequence[CompiledEntry], new: dict[int, CompiledEntr
     """A problem when the :func:`reach` of ``entries`` (in order, per dtype; ``strengths`` overriding current
     strengths by entry id) passes the edit budget, located at the first of ``new`` where it does (or the last
     of ``new`` when later entries tip it over); else None. Linear in the number of entries."""
-    running: dict[torch.dtype, list[tuple[float, EditTerms]]] = {}
+    folded: dict[torch.dtype, EditTerms] = {}  # per dtype, the entries so far as one (at strength 1)
     first_over: dict[torch.dtype, CompiledEntry] = {}
     last_new: dict[torch.dtype, CompiledEntry] = {}
     for entry in entries:
-        terms = EDIT_TERMS.get(entry)
-        if terms is None:
+        record = _RECORDED.get(entry)
+        if record is None:
             continue
         dtype = entry.strength.dtype
-        chain = running.setdefault(dtype, [(1.0, EditTerms())])
-        chain[0] = (1.0, _fold(chain[0][1], (strengths or {}).get(id(entry), float(entry.strength)), terms))
+        strength = (strengths or {}).get(id(entry), float(entry.strength))
+        folded[dtype] = _fold(folded.get(dtype, EditTerms()), strength, record[0])
         if id(entry) in new:
             last_new[dtype] = entry
-            if dtype not in first_over and reach(chain) > edit_budget(dtype):
+            if dtype not in first_over and reach([(1.0, folded[dtype])]) > edit_budget(dtype):
                 first_over[dtype] = entry
-    for dtype, chain in running.items():
-        total, budget = reach(chain), edit_budget(dtype)
+    for dtype, terms in folded.items():
+        total, budget = reach([(1.0, terms)]), edit_budget(dtype)
         entry_or_none = first_over.get(dtype) or last_new.get(dtype)
         if total > budget and entry_or_none is not None:
             entry = entry_or_none
-            return Problem(_ENTRY_SOURCES.get(entry, entry.recipe), _ENTRY_POINTERS.get(entry, ""),
+            _, source, pointer = _RECORDED[entry]  # only recorded entries are folded
+            return Problem(source, pointer,
                            f"with the other interventions on this model, '{entry.intervention}' lets edits take an "
                            f"activation of size 1 to {total:.4g}, more than this model's {dtype_name(dtype)} "
                            f"leaves for edits ({budget:.4g})", "lower the strengths, or edit fewer layers")
