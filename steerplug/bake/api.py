@@ -8,8 +8,6 @@ reproduce them within :data:`TOLERANCE` (relative to the largest logit), or ever
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,15 +44,7 @@ class BakeResult:
 
     def recipe_records(self) -> list[dict[str, str]]:
         """Name, source and sha256 of every baked recipe (provenance for the model card)."""
-        return [{"name": r.name, "source": r.source, "sha256": recipe_sha256(r)} for r in self.recipes]
-
-
-def recipe_sha256(recipe: Recipe) -> str:
-    """The sha256 of the recipe document as loaded (file bytes when read from a file, else canonical JSON)."""
-    recorded = recipe.origin.get("recipe_sha256")
-    if recorded:
-        return recorded
-    return hashlib.sha256(json.dumps(recipe.to_dict(), sort_keys=True).encode()).hexdigest()
+        return [{"name": r.name, "source": r.source, "sha256": r.sha256} for r in self.recipes]
 
 
 def bake(model: torch.nn.Module, recipes: RecipeRef | Sequence[RecipeRef], *,

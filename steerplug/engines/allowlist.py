@@ -237,8 +237,7 @@ def slot_and_strength(allowlist: Allowlist, extra_args: Any) -> tuple[int, float
 
 
 def _served(slot: int, recipe: Recipe) -> Served:
-    digest = recipe.origin.get("recipe_sha256") or hashlib.sha256(
-        json.dumps(recipe.to_dict(), sort_keys=True).encode()).hexdigest()
+    digest = recipe.sha256
     dependent = any(Activation(item.positions, item.schedule).needs_boundary
                     for item in recipe.spec.interventions if item.enabled)  # type: ignore[attr-defined]
     return Served(recipe.name, slot, recipe, digest, dependent)

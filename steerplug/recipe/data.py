@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,3 +46,12 @@ class RecipeData:
     def to_dict(self) -> dict[str, Any]:
         """The document as a plain dict (aliases such as ``from`` restored, defaults omitted)."""
         return self.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+
+    @property
+    def sha256(self) -> str:
+        """The sha256 of the document as loaded: of the file's bytes when read from a file, else of its
+        canonical JSON."""
+        recorded = self.origin.get("recipe_sha256")
+        if recorded:
+            return recorded
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
