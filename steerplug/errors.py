@@ -34,6 +34,13 @@ def _escape(char: str) -> str:
         f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (for a one-line error built on another library's), else its
+    type name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def shown(value: Any, limit: int = MAX_SHOWN_CHARS) -> str:
     """A user value as it is echoed in a message: its ``repr``, cut to about ``limit`` characters (long strings
     are cut before ``repr`` runs, huge integers are described by their size, not printed)."""

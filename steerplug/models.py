@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from steerplug.demo import DEMO_MODEL_NAMES
-from steerplug.errors import SteerplugError
+from steerplug.errors import SteerplugError, first_line
 
 DTYPES: dict[str, torch.dtype | str] = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16,
                                         "float16": torch.float16}
@@ -167,12 +167,7 @@ def _reason(exc: BaseException, name: str, revision: str | None) -> str:
             if message is not None:
                 return message + (f" ({hint})" if hint else "")
         cause = cause.__cause__ or cause.__context__
-    return _first_line(exc) + _hint(exc)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return first_line(exc) + _hint(exc)
 
 
 def _hint(exc: BaseException) -> str:

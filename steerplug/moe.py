@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from steerplug.errors import RecipeError
+from steerplug.errors import RecipeError, first_line
 from steerplug.sites.base import ModelInfo, SiteBinding
-from steerplug.sites.router import ROUTER_LAYOUT_ADVICE, describe_output, first_line
+from steerplug.sites.router import ROUTER_LAYOUT_ADVICE, describe_output
 
 Selection = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 """``(logits, top_k_weights, top_k_index)`` as a router returns them."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from steerplug.errors import RecipeError
+from steerplug.errors import RecipeError, first_line
 from steerplug.hub.cache import cache_root, place_file, staged_entry, write_origin
 from steerplug.hub.hfref import HubRef, parse_hub_ref
 from steerplug.hub.remote import README_MAX_BYTES, current_document, remote_files, verify_file
@@ -143,7 +143,7 @@ def describe_hub_error(exc: BaseException, hub: HubRef | None) -> tuple[str | No
     if isinstance(exc, errors.HFValidationError):
         return f"invalid hub reference: {exc}", None
     if isinstance(exc, OSError) or is_network_error(exc):
-        return (f"cannot reach the Hugging Face Hub for '{repo}': {_first_line(exc)}",
+        return (f"cannot reach the Hugging Face Hub for '{repo}': {first_line(exc)}",
                 "check your connection or HF_ENDPOINT")
     return None, None
 
@@ -155,11 +155,6 @@ def is_network_error(exc: BaseException) -> bool:
     root = type(exc).__module__.split(".")[0]
     return root.startswith(("httpx", "httpcore", "requests", "urllib3")) and bool(
         names & {"TransportError", "ConnectionError", "TimeoutException", "Timeout", "ProtocolError"})
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _offline() -> bool:

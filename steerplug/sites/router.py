@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from steerplug.errors import first_line
+
 PROBE_TOKENS = 16
 ROUTER_LAYOUT_ADVICE = ("steerplug reads the router logits from a router's first output; upgrade transformers "
                         "(recent releases return (logits, weights, index))")
@@ -94,9 +96,3 @@ def describe_output(output: Any) -> str:
     described = [f"{str(p.dtype).removeprefix('torch.')} {list(p.shape)}" if isinstance(p, torch.Tensor)
                  else type(p).__name__ for p in parts]
     return f"({', '.join(described)})" if isinstance(output, tuple) else described[0]
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message, else its type name."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

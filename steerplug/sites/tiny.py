@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from steerplug.errors import SiteError, did_you_mean
+from steerplug.errors import SiteError, did_you_mean, first_line
 
 TINY_SIZES: dict[tuple[str, ...], Any] = {
     ("vocab_size",): 128,
@@ -121,8 +121,7 @@ def load_model_for_sites(spec: str, *, revision: str | None = None, trust_remote
         config = AutoConfig.from_pretrained(spec if hub_id else path, local_files_only=not hub_id, revision=revision,
                                             trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SiteError(f"cannot read the config of '{spec}': {first}") from None
+        raise SiteError(f"cannot read the config of '{spec}': {first_line(exc)}") from None
     with torch.device("meta"):
         try:
             return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code).eval()
