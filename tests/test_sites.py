@@ -334,6 +334,8 @@ def test_cli_bad_model_is_one_line_and_nonzero(capsys: pytest.CaptureFixture[str
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1 and "unknown model type 'not-a-model'" in captured.err
+    assert main(["sites", "--model", "demoo"]) != 0
+    assert "(did you mean 'demo'?)" in capsys.readouterr().err
 
 
 def test_discovery_is_reused_until_the_module_tree_changes() -> None:

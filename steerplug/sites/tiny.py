@@ -110,6 +110,11 @@ def load_model_for_sites(spec: str, *, revision: str | None = None, trust_remote
             raise SiteError(f"'{spec}' is a file", "pass a model directory or a model_type name")
         if revision is not None:
             raise SiteError(f"--revision pins hub ids; '{spec}' is a model_type name")
+        from transformers import CONFIG_MAPPING
+
+        if spec not in CONFIG_MAPPING:  # neither a folder, a hub id nor a model type: the demo model counts too
+            raise SiteError(f"unknown model type '{spec}' (and no such model folder)",
+                            did_you_mean(spec, [*DEMO_MODEL_NAMES, *CONFIG_MAPPING.keys()]))
         return tiny_model(spec)
     if path.is_dir() and revision is not None:
         raise SiteError(f"--revision pins hub ids, not the local folder '{spec}'")
